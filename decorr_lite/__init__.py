@@ -1,0 +1,32 @@
+"""decorr_lite: exact and FFT-relaxed decorrelation losses for self-supervised learning.
+
+VICReg (Bardes, Ponce, LeCun 2022), Barlow Twins (Zbontar et al. 2021) and the FFT relaxation
+of Shigeto, Shimbo, Yoshikawa, Takeuchi (CVPR 2023). Every loss takes (n, d) embeddings and
+returns a 0-dim tensor that autograd differentiates.
+"""
+
+from .losses import (
+    METHODS,
+    barlow_twins_loss,
+    batch_standardize,
+    circular_correlation,
+    covariance_loss,
+    cross_correlation,
+    invariance_loss,
+    variance_loss,
+    vicreg_loss,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS",
+    "barlow_twins_loss",
+    "batch_standardize",
+    "circular_correlation",
+    "covariance_loss",
+    "cross_correlation",
+    "invariance_loss",
+    "variance_loss",
+    "vicreg_loss",
+]

@@ -1,0 +1,135 @@
+"""Argument checks shared by the loss functions.
+
+Every check fails early with a message that names the argument, says what was expected and,
+where there is one, the fix. The losses call these before any arithmetic, so a bad call never
+gets as far as an obscure shape error deep inside a matmul or an FFT.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+METHODS = ("exact", "gram", "fft")
+
+
+def check_embeddings(z, name: str = "z", *, check_finite: bool = True) -> torch.Tensor:
+    """Check that ``z`` is a finite floating (n, d) tensor with n >= 2 and d >= 1."""
+    if not isinstance(z, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (n, d); got {type(z).__name__}.")
+    if z.dim() != 2:
+        raise ValueError(
+            f"{name} must be 2-D with shape (n, d) = (batch size, embedding dimension); "
+            f"got shape {tuple(z.shape)}. Flatten the other dimensions first, e.g. {name}.flatten(1)."
+        )
+    if not z.is_floating_point():
+        raise TypeError(
+            f"{name} must have a real floating dtype (float16, bfloat16, float32 or float64); "
+            f"got {z.dtype}. Convert it with {name}.float()."
+        )
+    n, d = z.shape
+    if n < 2:
+        raise ValueError(
+            f"{name} has n = {n} sample(s); batch statistics (variance, covariance) need n >= 2."
+        )
+    if d < 1:
+        raise ValueError(f"{name} has d = 0 features; an embedding needs d >= 1.")
+    # A full pass over the data (and a device sync on GPU): training loops that have already
+    # checked their inputs can pass check_finite=False.
+    if check_finite and not bool(torch.isfinite(z).all()):
+        raise ValueError(
+            f"{name} contains NaN or Inf. Check the inputs and the learning rate; "
+            "pass check_finite=False to skip this check inside a training loop."
+        )
+    return z
+
+
+def check_pair(z1, z2, *, check_finite: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check two views: each a valid embedding, same shape, dtype and device."""
+    check_embeddings(z1, "z1", check_finite=check_finite)
+    check_embeddings(z2, "z2", check_finite=check_finite)
+    if z1.shape != z2.shape:
+        raise ValueError(
+            f"z1 and z2 must have the same shape (n, d): one row per sample in both views; "
+            f"got z1 {tuple(z1.shape)} and z2 {tuple(z2.shape)}."
+        )
+    if z1.dtype != z2.dtype:
+        raise TypeError(f"z1 and z2 must have the same dtype; got {z1.dtype} and {z2.dtype}.")
+    if z1.device != z2.device:
+        raise ValueError(f"z1 and z2 must be on the same device; got {z1.device} and {z2.device}.")
+    return z1, z2
+
+
+def _is_integer(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def check_block_size(block_size, d: int) -> int:
+    """Return the block size b (None means b = d), checking 1 <= b <= d."""
+    if block_size is None:
+        return d
+    if not _is_integer(block_size):
+        raise TypeError(f"block_size must be an integer in [1, d] or None; got {block_size!r}.")
+    if not 1 <= block_size <= d:
+        raise ValueError(
+            f"block_size must be in [1, d] = [1, {d}] (1: exact, d: fully relaxed); got {block_size}."
+        )
+    return int(block_size)
+
+
+def check_exponent(exponent) -> float:
+    """Return the exponent q of |.|^q, checking it is a positive finite number."""
+    if isinstance(exponent, bool) or not isinstance(exponent, numbers.Real):
+        raise TypeError(f"exponent must be a positive number (1 or 2 in the paper); got {exponent!r}.")
+    if not (math.isfinite(exponent) and exponent > 0):
+        raise ValueError(f"exponent must be a positive number (1 or 2 in the paper); got {exponent}.")
+    return exponent
+
+
+def check_method(method, exponent) -> str:
+    """Check the method name; "gram" computes a Frobenius norm, so it needs exponent 2."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
+    if method == "gram" and exponent != 2:
+        raise ValueError(
+            f'method="gram" computes squared entries (a Frobenius norm), so it needs exponent=2; '
+            f'got exponent={exponent}. Use method="exact" or "fft" for other exponents.'
+        )
+    return method
+
+
+def check_permutation(permutation, d: int, device: torch.device) -> torch.Tensor | None:
+    """Check that ``permutation`` is None or an integer tensor holding a permutation of range(d)."""
+    if permutation is None:
+        return None
+    if not isinstance(permutation, torch.Tensor):
+        raise TypeError(
+            f"permutation must be a LongTensor permutation of range(d) or None; "
+            f"got {type(permutation).__name__}. Draw one with torch.randperm(d)."
+        )
+    if permutation.dim() != 1 or permutation.numel() != d:
+        raise ValueError(
+            f"permutation must be 1-D with d = {d} entries; got shape {tuple(permutation.shape)}. "
+            "Draw one with torch.randperm(d)."
+        )
+    if permutation.dtype.is_floating_point or permutation.dtype.is_complex or permutation.dtype == torch.bool:
+        raise TypeError(f"permutation must have an integer dtype (torch.long); got {permutation.dtype}.")
+    permutation = permutation.to(device=device, dtype=torch.long)
+    if not torch.equal(permutation.sort().values, torch.arange(d, device=device)):
+        raise ValueError(
+            f"permutation must contain every index 0..{d - 1} exactly once; "
+            "draw one with torch.randperm(d)."
+        )
+    return permutation
+
+
+def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
+    """Check a real scalar hyper-parameter (coefficients, margins, eps)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite real number; got {value!r}.")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}; got {value}.")
+    return value

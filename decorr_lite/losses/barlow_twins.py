@@ -1,0 +1,103 @@
+r"""Barlow Twins (Zbontar, Jing, Misra, LeCun, Deny, ICML 2021), exact and FFT-relaxed.
+
+With C the cross-correlation matrix of the batch-standardised views (``cross_correlation``):
+
+.. math:: L = \sum_i (1 - C_{ii})^2 + \lambda \sum_{i \ne j} |C_{ij}|^q
+
+q = 2 in Barlow Twins. The relaxation of Shigeto et al. (CVPR 2023, arXiv:2301.01569) keeps the
+on-diagonal term and replaces the off-diagonal entries by the sums of wrapped diagonals
+s[u, v, k] of the b x b blocks of A^T B (A, B the standardised views), normalised as the
+authors' released code does::
+
+    off_fft = sum_u sum_{k>=1} |s[u, u, k] / n|^q  +  sum_{u != v} sum_k |s[u, v, k] / n|^q
+
+With b = 1 every "wrapped diagonal" is a single entry and the relaxed loss equals the exact one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._checks import (
+    check_block_size,
+    check_exponent,
+    check_method,
+    check_pair,
+    check_permutation,
+    check_positive,
+)
+from ._matrix import off_diagonal, power_sum
+from .circular import block_spectrum, circular_from_spectra
+from .cross_correlation import batch_standardize
+
+
+def barlow_twins_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    lambd: float = 0.0051,
+    method: str = "exact",
+    block_size: int | None = None,
+    exponent: float = 2,
+    permutation: torch.Tensor | None = None,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """Barlow Twins loss of two views, as the official implementation computes it.
+
+    Args:
+        z1, z2: (n, d) embeddings of the two views; standardised here per feature over the
+            batch (as ``BatchNorm1d(affine=False)`` in training mode).
+        lambd: weight of the off-diagonal (redundancy reduction) term; 0 switches it off.
+        method: ``"exact"`` forms the d x d matrix C: O(n*d^2) time, O(d^2) memory.
+            ``"gram"`` gives the same value through n x n Gram matrices,
+            ||A^T B||_F^2 = sum((A A^T) * (B B^T)): O(n^2*d) time, O(n^2) memory, faster when
+            n < d (exponent must be 2). ``"fft"`` is the relaxation: O(n*d*log b + n*d*g) time,
+            O(n*d + g^2*b) memory, g = ceil(d / b).
+        block_size: b in [1, d] for ``"fft"``; None means b = d (fully relaxed).
+        exponent: q in |.|^q for the off-diagonal term (2 in Barlow Twins).
+        permutation: a permutation of range(d) applied to the features of both views before
+            blocking (``"fft"`` only; the exact value does not depend on it).
+        check_finite: reject NaN/Inf (a full pass over the data; training loops may skip it).
+
+    Returns:
+        0-dim tensor.
+    """
+    check_pair(z1, z2, check_finite=check_finite)
+    n, d = z1.shape
+    check_positive(lambd, "lambd", allow_zero=True)
+    exponent = check_exponent(exponent)
+    method = check_method(method, exponent)
+    block_size = check_block_size(block_size, d)
+    permutation = check_permutation(permutation, d, z1.device)
+
+    a, b = batch_standardize(z1), batch_standardize(z2)
+    if method == "exact":
+        c = a.T @ b / n
+        on_diag = (1 - c.diagonal()).pow(2).sum()
+        off_diag = power_sum(off_diagonal(c), exponent)
+    else:
+        c_diag = (a * b).sum(dim=0) / n  # C_ii in O(n*d), without forming C
+        on_diag = (1 - c_diag).pow(2).sum()
+        if method == "gram":
+            off_diag = ((a @ a.T) * (b @ b.T)).sum() / n**2 - c_diag.pow(2).sum()
+        else:
+            off_diag = _relaxed_off_diagonal(a, b, block_size, exponent, permutation)
+    return on_diag + lambd * off_diag
+
+
+def _relaxed_off_diagonal(
+    a: torch.Tensor, b: torch.Tensor, block_size: int, exponent: float, permutation: torch.Tensor | None
+) -> torch.Tensor:
+    n = a.shape[0]
+    if permutation is not None:
+        a, b = a[:, permutation], b[:, permutation]
+    sums = circular_from_spectra(block_spectrum(a, block_size), block_spectrum(b, block_size), block_size) / n
+    num_blocks = sums.shape[0]
+    blocks = torch.arange(num_blocks, device=sums.device)
+    # Diagonal blocks: shift 0 holds the C_ii (the on-diagonal term's business), so skip it.
+    penalty = power_sum(sums[blocks, blocks, 1:], exponent)
+    if num_blocks > 1:
+        # Every ordered pair of distinct blocks, every shift.
+        off_blocks = ~torch.eye(num_blocks, dtype=torch.bool, device=sums.device)
+        penalty = penalty + power_sum(sums[off_blocks], exponent)
+    return penalty

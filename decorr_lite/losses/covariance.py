@@ -1,0 +1,114 @@
+r"""VICReg's covariance term, exact and FFT-relaxed.
+
+Exact (Bardes, Ponce, LeCun, ICLR 2022), for one branch with centred embeddings Z (n x d):
+
+.. math:: K = \frac{Z^\top Z}{n - 1}, \qquad c(Z) = \frac{1}{d} \sum_{i \ne j} |K_{ij}|^q
+
+q = 2 in VICReg. Relaxed (Shigeto et al., CVPR 2023, arXiv:2301.01569): features are split into
+g = ceil(d / b) blocks of b, and instead of every off-diagonal entry, the sums of wrapped
+diagonals s[u, v, k] of each b x b block of Z^T Z are penalised (see ``circular.py``),
+normalised exactly as the authors' released code does::
+
+    t[u, v, k] = s[u, v, k] / ((n - 1) * size(u, v))        size = b, or the last block's true
+                                                             size if u or v is the last block
+    c_fft(Z)   = mean_u sum_{k>=1} |t[u, u, k]|^q  +  2 * mean_{u<v} sum_k |t[u, v, k]|^q
+
+A random feature permutation applied before blocking (a fresh one every training step) stops
+the network from hiding correlations that cancel inside a sum.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._checks import (
+    check_block_size,
+    check_embeddings,
+    check_exponent,
+    check_method,
+    check_permutation,
+)
+from ._matrix import off_diagonal, power_sum
+from .circular import block_spectrum, circular_from_spectra
+
+
+def covariance_penalty(
+    z: torch.Tensor, method: str, block_size: int, exponent: float, permutation: torch.Tensor | None
+) -> torch.Tensor:
+    """The penalty on already-checked input (shared with ``vicreg_loss``)."""
+    n, d = z.shape
+    zc = z - z.mean(dim=0)
+    if method == "exact":
+        cov = zc.T @ zc / (n - 1)
+        return power_sum(off_diagonal(cov), exponent) / d
+    if method == "gram":
+        # ||Zc^T Zc||_F^2 = ||Zc Zc^T||_F^2: an n x n matrix instead of d x d. Then subtract the
+        # diagonal (the variances), which costs O(n*d).
+        gram = zc @ zc.T
+        variances = zc.pow(2).sum(dim=0) / (n - 1)
+        return (gram.pow(2).sum() / (n - 1) ** 2 - variances.pow(2).sum()) / d
+    return _relaxed_penalty(zc, block_size, exponent, permutation)
+
+
+def _relaxed_penalty(
+    zc: torch.Tensor, block_size: int, exponent: float, permutation: torch.Tensor | None
+) -> torch.Tensor:
+    n, d = zc.shape
+    if permutation is not None:
+        zc = zc[:, permutation]
+    spectrum = block_spectrum(zc, block_size)
+    sums = circular_from_spectra(spectrum, spectrum, block_size) / (n - 1)  # (g, g, b)
+    num_blocks = sums.shape[0]
+
+    # Divide by the block size; a pair that involves the zero-padded last block by its true size.
+    sizes = torch.full((num_blocks,), float(block_size), dtype=sums.dtype, device=sums.device)
+    sizes[-1] = d - (num_blocks - 1) * block_size
+    sums = sums / torch.minimum(sizes[:, None], sizes[None, :])[..., None]
+
+    blocks = torch.arange(num_blocks, device=sums.device)
+    # Diagonal blocks: shift 0 is the block's variances, the rest are off-diagonal entries.
+    penalty = power_sum(sums[blocks, blocks, 1:], exponent) / num_blocks
+    if num_blocks > 1:
+        # Off-diagonal blocks: every shift. (u, v) and (v, u) hold the same sums reversed, so
+        # the upper triangle counted twice is the whole off-diagonal part.
+        upper_u, upper_v = torch.triu_indices(num_blocks, num_blocks, offset=1, device=sums.device)
+        num_pairs = num_blocks * (num_blocks - 1) // 2
+        penalty = penalty + 2 * power_sum(sums[upper_u, upper_v], exponent) / num_pairs
+    return penalty
+
+
+def covariance_loss(
+    z: torch.Tensor,
+    *,
+    method: str = "exact",
+    block_size: int | None = None,
+    exponent: float = 2,
+    permutation: torch.Tensor | None = None,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """Decorrelation penalty of one branch (VICReg's covariance term).
+
+    Args:
+        z: (n, d) embeddings of one view; centred here.
+        method: ``"exact"`` forms the d x d covariance: O(n*d^2) time, O(d^2) memory.
+            ``"gram"`` gives the same value through the n x n Gram matrix: O(n^2*d) time,
+            O(n^2) memory, faster when n < d (exponent must be 2; in float32 with n >> d and
+            nearly decorrelated embeddings the subtraction of the diagonal loses digits).
+            ``"fft"`` is the relaxation of Shigeto et al. (CVPR 2023): O(n*d*log b + n*d*g)
+            time, O(n*d + g^2*b) memory, with g = ceil(d / b).
+        block_size: b in [1, d] for ``"fft"``; None means b = d (fully relaxed).
+        exponent: q in |.|^q (2 in VICReg; the relaxation also uses 1).
+        permutation: a permutation of range(d) applied to the features before blocking
+            (``"fft"`` only; the exact value does not depend on it). Draw a fresh one per step.
+        check_finite: reject NaN/Inf (a full pass over the data; training loops may skip it).
+
+    Returns:
+        0-dim tensor.
+    """
+    check_embeddings(z, "z", check_finite=check_finite)
+    d = z.shape[1]
+    exponent = check_exponent(exponent)
+    method = check_method(method, exponent)
+    block_size = check_block_size(block_size, d)
+    permutation = check_permutation(permutation, d, z.device)
+    return covariance_penalty(z, method, block_size, exponent, permutation)

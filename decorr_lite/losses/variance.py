@@ -1,0 +1,40 @@
+r"""VICReg's variance term (Bardes, Ponce, LeCun, ICLR 2022).
+
+.. math:: v(Z) = \frac{1}{d} \sum_{i=1}^{d} \max\left(0,\ \gamma - \sqrt{\mathrm{Var}(z_{:,i}) + \epsilon}\right)
+
+with the unbiased variance over the batch: a hinge that keeps every dimension's standard
+deviation above the margin gamma, which prevents complete collapse (all embeddings equal).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_embeddings, check_positive
+
+
+def variance_penalty(z: torch.Tensor, gamma: float, eps: float) -> torch.Tensor:
+    """The hinge itself, on already-checked input."""
+    std = torch.sqrt(z.var(dim=0, unbiased=True) + eps)
+    return F.relu(gamma - std).mean()
+
+
+def variance_loss(
+    z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4, *, check_finite: bool = True
+) -> torch.Tensor:
+    """Hinge on the per-dimension standard deviation of one branch.
+
+    Args:
+        z: (n, d) embeddings of one view.
+        gamma: the margin on the standard deviation (> 0).
+        eps: added to the variance before the square root, for a finite gradient at 0 (>= 0).
+        check_finite: reject NaN/Inf (a full pass over the data; training loops may skip it).
+
+    Returns:
+        0-dim tensor. Cost O(n*d).
+    """
+    check_embeddings(z, "z", check_finite=check_finite)
+    check_positive(gamma, "gamma")
+    check_positive(eps, "eps", allow_zero=True)
+    return variance_penalty(z, gamma, eps)
