@@ -27,7 +27,7 @@ from ._checks import (
     check_positive,
 )
 from ._matrix import off_diagonal, power_sum
-from .circular import block_spectrum, circular_from_spectra
+from .circular import circular_blocks, permute_features
 from .cross_correlation import batch_standardize
 
 
@@ -89,9 +89,8 @@ def _relaxed_off_diagonal(
     a: torch.Tensor, b: torch.Tensor, block_size: int, exponent: float, permutation: torch.Tensor | None
 ) -> torch.Tensor:
     n = a.shape[0]
-    if permutation is not None:
-        a, b = a[:, permutation], b[:, permutation]
-    sums = circular_from_spectra(block_spectrum(a, block_size), block_spectrum(b, block_size), block_size) / n
+    a, b = permute_features(a, permutation), permute_features(b, permutation)
+    sums = circular_blocks(a, b, block_size) / n
     num_blocks = sums.shape[0]
     blocks = torch.arange(num_blocks, device=sums.device)
     # Diagonal blocks: shift 0 holds the C_ii (the on-diagonal term's business), so skip it.

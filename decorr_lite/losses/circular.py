@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from ._checks import check_block_size, check_pair
 
@@ -38,25 +39,94 @@ def split_blocks(z: torch.Tensor, block_size: int) -> torch.Tensor:
     return z.reshape(n, num_blocks, block_size)
 
 
-def block_spectrum(z: torch.Tensor, block_size: int) -> torch.Tensor:
-    """(n, d) -> (n, g, b//2 + 1): the real FFT of every block of features.
+class _PermuteFeatures(torch.autograd.Function):
+    """``z[:, permutation]`` whose backward gathers with the inverse permutation.
+
+    Indexing's own backward scatters into a zero-filled buffer; a permutation's gradient is
+    just the inverse permutation, a gather, which is several times faster. (``torch.gather``
+    with an expanded index is the fastest column gather on CPU.)
+    """
+
+    @staticmethod
+    def forward(ctx, z, permutation):
+        ctx.save_for_backward(permutation)
+        return torch.gather(z, 1, permutation.expand(z.shape[0], -1))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (permutation,) = ctx.saved_tensors
+        inverse = torch.empty_like(permutation)
+        inverse[permutation] = torch.arange(permutation.numel(), device=permutation.device)
+        return torch.gather(grad, 1, inverse.expand(grad.shape[0], -1)), None
+
+
+def permute_features(z: torch.Tensor, permutation: torch.Tensor | None) -> torch.Tensor:
+    """Reorder the columns of z (a no-op for None)."""
+    return z if permutation is None else _PermuteFeatures.apply(z, permutation)
+
+
+def _cross_spectrum(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+    """(n, g, m) x (n, g, m) -> (g, g, m): cross[u, v, f] = sum_n conj(f1[n, u, f]) f2[n, v, f]."""
+    if f1.shape[1] == 1:
+        # One block (b = d, the usual fully relaxed case): a product and a sum over the batch,
+        # much faster than m one-by-one matrix products.
+        return (f1.conj() * f2).sum(dim=0, keepdim=True)
+    # One (g x n) @ (n x g) matrix product per frequency.
+    return torch.matmul(f1.permute(2, 1, 0).conj(), f2.permute(2, 0, 1)).permute(1, 2, 0)
+
+
+def _mix_blocks(spectrum: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(n, g, m) and (g, g, m) -> (n, g, m): out[n, u, f] = sum_v weights[u, v, f] spectrum[n, v, f]."""
+    if spectrum.shape[1] == 1:
+        return spectrum * weights[0]
+    return torch.matmul(spectrum.permute(2, 0, 1), weights.permute(2, 1, 0)).permute(1, 2, 0)
+
+
+class _CircularCorrelation(torch.autograd.Function):
+    """s[u, v, k] = sum_n sum_i x1[n, u, i] x2[n, v, (i + k) % b] for blocks x1, x2 of shape (n, g, b).
+
+    The backward is again a pair of circular products, done in the frequency domain with the
+    spectra saved by the forward (G = rfft of the incoming gradient, F = rfft of the blocks)::
+
+        dL/dx1[n, u] = irfft( sum_v conj(G[u, v]) * F2[n, v] )    (a circular correlation)
+        dL/dx2[n, v] = irfft( sum_u G[u, v] * F1[n, u] )          (a circular convolution)
+
+    Written out because autograd through complex intermediates is several times slower on the
+    CPU, and because it keeps the memory at the spectra, O(n*d).
+    """
+
+    @staticmethod
+    def forward(ctx, x1, x2):
+        length = x1.shape[-1]
+        f1 = torch.fft.rfft(x1, dim=-1)
+        f2 = f1 if x2 is x1 else torch.fft.rfft(x2, dim=-1)  # an auto-correlation needs one FFT
+        ctx.length, ctx.same = length, x2 is x1
+        ctx.save_for_backward(f1, f2)
+        return torch.fft.irfft(_cross_spectrum(f1, f2), n=length, dim=-1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        f1, f2 = ctx.saved_tensors
+        g = torch.fft.rfft(grad, dim=-1)
+        grad_x1 = torch.fft.irfft(_mix_blocks(f2, g.conj()), n=ctx.length, dim=-1)
+        grad_x2 = torch.fft.irfft(_mix_blocks(f1, g.transpose(0, 1)), n=ctx.length, dim=-1)
+        if ctx.same:
+            return grad_x1 + grad_x2, None
+        return grad_x1, grad_x2
+
+
+def circular_blocks(z1: torch.Tensor, z2: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Wrapped-diagonal sums (g, g, b) of already-checked (n, d) inputs (z2 may be z1).
 
     FFTs run in at least float32: half-precision FFTs are unsupported on CPU and limited to
     powers of two on GPU.
     """
-    if z.dtype in (torch.float16, torch.bfloat16):
-        z = z.float()
-    return torch.fft.rfft(split_blocks(z, block_size), dim=-1)
-
-
-def circular_from_spectra(f1: torch.Tensor, f2: torch.Tensor, block_size: int) -> torch.Tensor:
-    """Wrapped-diagonal sums (g, g, b) from two block spectra (n, g, b//2 + 1).
-
-    Pass the same tensor twice for an auto-correlation (one FFT saved).
-    """
-    # cross[f, u, v] = sum_n conj(f1[n, u, f]) * f2[n, v, f]: one (g x n) @ (n x g) per frequency.
-    cross = torch.matmul(f1.permute(2, 1, 0).conj(), f2.permute(2, 0, 1))
-    return torch.fft.irfft(cross.permute(1, 2, 0), n=block_size, dim=-1)
+    upcast = z1.dtype in (torch.float16, torch.bfloat16)
+    x1 = split_blocks(z1.float() if upcast else z1, block_size)
+    x2 = x1 if z2 is z1 else split_blocks(z2.float() if upcast else z2, block_size)
+    return _CircularCorrelation.apply(x1, x2)
 
 
 def circular_correlation(
@@ -79,7 +149,4 @@ def circular_correlation(
     O(n*d + g*g*b). Differentiable.
     """
     check_pair(z1, z2, check_finite=check_finite)
-    b = check_block_size(block_size, z1.shape[1])
-    f1 = block_spectrum(z1, b)
-    f2 = f1 if z2 is z1 else block_spectrum(z2, b)
-    return circular_from_spectra(f1, f2, b)
+    return circular_blocks(z1, z2, check_block_size(block_size, z1.shape[1]))

@@ -29,7 +29,7 @@ from ._checks import (
     check_permutation,
 )
 from ._matrix import off_diagonal, power_sum
-from .circular import block_spectrum, circular_from_spectra
+from .circular import circular_blocks, permute_features
 
 
 def covariance_penalty(
@@ -54,10 +54,8 @@ def _relaxed_penalty(
     zc: torch.Tensor, block_size: int, exponent: float, permutation: torch.Tensor | None
 ) -> torch.Tensor:
     n, d = zc.shape
-    if permutation is not None:
-        zc = zc[:, permutation]
-    spectrum = block_spectrum(zc, block_size)
-    sums = circular_from_spectra(spectrum, spectrum, block_size) / (n - 1)  # (g, g, b)
+    zc = permute_features(zc, permutation)
+    sums = circular_blocks(zc, zc, block_size) / (n - 1)  # (g, g, b); one FFT: zc is zc
     num_blocks = sums.shape[0]
 
     # Divide by the block size; a pair that involves the zero-padded last block by its true size.

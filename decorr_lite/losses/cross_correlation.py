@@ -13,17 +13,39 @@ C is d x d with C_ii close to the correlation of feature i across the two views.
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from ._checks import check_pair
 
 BATCHNORM_EPS = 1e-5
 
 
+class _BatchStandardize(torch.autograd.Function):
+    """A = (z - mean) / sqrt(biased var + eps), with batch norm's closed-form backward.
+
+    For an upstream gradient G: dL/dz = r * (G - mean(G) - A * mean(G * A)), r = 1/sqrt(var + eps),
+    means over the batch. Four passes over the data instead of the dozen that autograd takes
+    for the composite expression (and which dominate the FFT-relaxed loss's time on a CPU).
+    """
+
+    @staticmethod
+    def forward(ctx, z, eps):
+        centred = z - z.mean(dim=0)
+        inv_std = torch.rsqrt(centred.pow(2).mean(dim=0) + eps)  # biased variance, as BatchNorm
+        a = centred * inv_std
+        ctx.save_for_backward(a, inv_std)
+        return a
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        a, inv_std = ctx.saved_tensors
+        return inv_std * (grad - grad.mean(dim=0) - a * (grad * a).mean(dim=0)), None
+
+
 def batch_standardize(z: torch.Tensor, eps: float = BATCHNORM_EPS) -> torch.Tensor:
     """Per-feature standardisation over the batch, as BatchNorm1d(affine=False) in training mode."""
-    mean = z.mean(dim=0)
-    var = z.var(dim=0, unbiased=False)
-    return (z - mean) / torch.sqrt(var + eps)
+    return _BatchStandardize.apply(z, eps)
 
 
 def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, *, check_finite: bool = True) -> torch.Tensor:

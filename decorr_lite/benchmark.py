@@ -1,0 +1,163 @@
+"""Time and peak memory of one forward+backward pass of a loss, for the scaling benchmarks.
+
+Used by ``benchmarks/loss_scaling.py`` and the runtime notebook. Each case is measured in a
+fresh Python process (``measure_isolated``): on the CPU, torch keeps no allocator statistics,
+so peak memory is the growth of the process's resident-set high-water mark (VmHWM, reset
+through /proc/self/clear_refs) during one pass, and a fresh process keeps one case's freed but
+still-mapped memory from hiding the next case's peak. On CUDA it is torch's own
+``max_memory_allocated``. Time is the median wall time of several passes after one warm-up.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+LOSSES = ("vicreg", "barlow", "rfft")  # "rfft": two forward FFTs of the inputs, the floor for "fft"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measurement: a loss, a method, sizes and a device."""
+
+    loss: str  # "vicreg", "barlow", or "rfft" (the reference: two forward torch.fft.rfft calls)
+    n: int
+    d: int
+    method: str = "exact"
+    block_size: int | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    @property
+    def label(self) -> str:
+        if self.loss == "rfft":
+            return "rfft x2"
+        if self.method != "fft":
+            return self.method
+        return "fft b=d" if self.block_size in (None, self.d) else f"fft b={self.block_size}"
+
+
+def _forward_backward(case: Case):
+    from . import barlow_twins_loss, vicreg_loss  # late import: keeps the worker's start small
+
+    dtype = getattr(torch, case.dtype)
+    gen = torch.Generator().manual_seed(0)
+    z1 = torch.randn(case.n, case.d, generator=gen, dtype=dtype).to(case.device)
+    z2 = (z1.cpu() + 0.5 * torch.randn(case.n, case.d, generator=gen, dtype=dtype)).to(case.device)
+    if case.loss == "rfft":
+        return lambda: (torch.fft.rfft(z1, dim=1), torch.fft.rfft(z2, dim=1))
+    z1.requires_grad_()
+    z2.requires_grad_()
+    loss_fn = vicreg_loss if case.loss == "vicreg" else barlow_twins_loss
+    perm = torch.randperm(case.d, generator=gen).to(case.device) if case.method == "fft" else None
+
+    def step():
+        z1.grad = z2.grad = None
+        loss = loss_fn(z1, z2, method=case.method, block_size=case.block_size, permutation=perm, check_finite=False)
+        loss.backward()
+        return loss
+
+    return step
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _rss_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_cpu_peak() -> int:
+    """Reset the resident-set high-water mark and return the current resident set (bytes)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # not Linux, or not allowed: the peak then counts from the process start
+    current = _rss_bytes("VmRSS")
+    return current if current is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _cpu_peak() -> int:
+    peak = _rss_bytes("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(case: Case, repeats: int = 5, max_seconds: float = 30.0) -> dict:
+    """Peak memory of the first pass above the inputs, then the median time of ``repeats`` passes.
+
+    Stops repeating once ``max_seconds`` are spent (after at least 3 passes), so the slowest
+    cases of a sweep stay affordable. Run this in a fresh process for a clean memory figure.
+    """
+    if case.loss not in LOSSES:
+        raise ValueError(f"case.loss must be one of {LOSSES}; got {case.loss!r}.")
+    step = _forward_backward(case)
+    cuda = case.device.startswith("cuda")
+    _sync(case.device)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(case.device)
+        baseline = torch.cuda.memory_allocated(case.device)
+    else:
+        baseline = _reset_cpu_peak()
+    step()
+    _sync(case.device)
+    peak = (torch.cuda.max_memory_allocated(case.device) if cuda else _cpu_peak()) - baseline
+
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < max_seconds):
+        t0 = time.perf_counter()
+        step()
+        _sync(case.device)
+        times.append(time.perf_counter() - t0)
+    return {
+        **asdict(case),
+        "label": case.label,
+        "seconds": statistics.median(times),
+        "times": times,
+        "peak_bytes": max(int(peak), 0),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def measure_isolated(case: Case, repeats: int = 5, max_seconds: float = 30.0, timeout: float = 900.0) -> dict:
+    """``measure`` in a fresh Python process; returns its result dictionary."""
+    payload = json.dumps({"case": asdict(case), "repeats": repeats, "max_seconds": max_seconds})
+    proc = subprocess.run(
+        [sys.executable, "-m", "decorr_lite.benchmark", payload],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed for {case}:\n{proc.stderr.strip()}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def resolve_device(device: str) -> str:
+    """"auto" picks CUDA when it is available."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+if __name__ == "__main__":  # the worker process of measure_isolated
+    request = json.loads(sys.argv[1])
+    result = measure(Case(**request["case"]), request["repeats"], request["max_seconds"])
+    print(json.dumps(result))
