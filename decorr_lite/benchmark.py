@@ -99,11 +99,13 @@ def _cpu_peak() -> int:
     return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure(case: Case, repeats: int = 5, max_seconds: float = 30.0) -> dict:
-    """Peak memory of the first pass above the inputs, then the median time of ``repeats`` passes.
+def measure(case: Case, repeats: int = 5, max_seconds: float = 30.0, min_seconds: float = 0.5) -> dict:
+    """Peak memory of the first pass above the inputs, then the median time of the timed passes.
 
-    Stops repeating once ``max_seconds`` are spent (after at least 3 passes), so the slowest
-    cases of a sweep stay affordable. Run this in a fresh process for a clean memory figure.
+    Times at least ``repeats`` passes, and keeps going (up to 100) until ``min_seconds`` are
+    spent so that millisecond cases get a stable median; stops once ``max_seconds`` are spent
+    (after at least 3 passes) so that the slowest cases of a sweep stay affordable. Run this in
+    a fresh process for a clean memory figure.
     """
     if case.loss not in LOSSES:
         raise ValueError(f"case.loss must be one of {LOSSES}; got {case.loss!r}.")
@@ -121,11 +123,16 @@ def measure(case: Case, repeats: int = 5, max_seconds: float = 30.0) -> dict:
 
     times: list[float] = []
     start = time.perf_counter()
-    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < max_seconds):
+    while True:
         t0 = time.perf_counter()
         step()
         _sync(case.device)
         times.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - start
+        if len(times) >= repeats and (elapsed >= min_seconds or len(times) >= 100):
+            break
+        if len(times) >= 3 and elapsed >= max_seconds:
+            break
     return {
         **asdict(case),
         "label": case.label,
@@ -136,9 +143,13 @@ def measure(case: Case, repeats: int = 5, max_seconds: float = 30.0) -> dict:
     }
 
 
-def measure_isolated(case: Case, repeats: int = 5, max_seconds: float = 30.0, timeout: float = 900.0) -> dict:
+def measure_isolated(
+    case: Case, repeats: int = 5, max_seconds: float = 30.0, min_seconds: float = 0.5, timeout: float = 900.0
+) -> dict:
     """``measure`` in a fresh Python process; returns its result dictionary."""
-    payload = json.dumps({"case": asdict(case), "repeats": repeats, "max_seconds": max_seconds})
+    payload = json.dumps(
+        {"case": asdict(case), "repeats": repeats, "max_seconds": max_seconds, "min_seconds": min_seconds}
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "decorr_lite.benchmark", payload],
         capture_output=True,
@@ -159,5 +170,5 @@ def resolve_device(device: str) -> str:
 
 if __name__ == "__main__":  # the worker process of measure_isolated
     request = json.loads(sys.argv[1])
-    result = measure(Case(**request["case"]), request["repeats"], request["max_seconds"])
+    result = measure(Case(**request["case"]), request["repeats"], request["max_seconds"], request["min_seconds"])
     print(json.dumps(result))

@@ -66,55 +66,56 @@ def permute_features(z: torch.Tensor, permutation: torch.Tensor | None) -> torch
     return z if permutation is None else _PermuteFeatures.apply(z, permutation)
 
 
-def _cross_spectrum(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
-    """(n, g, m) x (n, g, m) -> (g, g, m): cross[u, v, f] = sum_n conj(f1[n, u, f]) f2[n, v, f]."""
-    if f1.shape[1] == 1:
-        # One block (b = d, the usual fully relaxed case): a product and a sum over the batch,
-        # much faster than m one-by-one matrix products.
-        return (f1.conj() * f2).sum(dim=0, keepdim=True)
-    # One (g x n) @ (n x g) matrix product per frequency.
-    return torch.matmul(f1.permute(2, 1, 0).conj(), f2.permute(2, 0, 1)).permute(1, 2, 0)
-
-
-def _mix_blocks(spectrum: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """(n, g, m) and (g, g, m) -> (n, g, m): out[n, u, f] = sum_v weights[u, v, f] spectrum[n, v, f]."""
-    if spectrum.shape[1] == 1:
-        return spectrum * weights[0]
-    return torch.matmul(spectrum.permute(2, 0, 1), weights.permute(2, 1, 0)).permute(1, 2, 0)
-
-
 class _CircularCorrelation(torch.autograd.Function):
     """s[u, v, k] = sum_n sum_i x1[n, u, i] x2[n, v, (i + k) % b] for blocks x1, x2 of shape (n, g, b).
 
-    The backward is again a pair of circular products, done in the frequency domain with the
-    spectra saved by the forward (G = rfft of the incoming gradient, F = rfft of the blocks)::
+    With F = rfft of the blocks, the forward is cross[u, v, f] = sum_n conj(F1[n, u, f]) F2[n, v, f]
+    followed by one irfft. The backward is again a pair of circular products, done in the
+    frequency domain with the spectra saved by the forward (G = rfft of the incoming gradient)::
 
         dL/dx1[n, u] = irfft( sum_v conj(G[u, v]) * F2[n, v] )    (a circular correlation)
         dL/dx2[n, v] = irfft( sum_u G[u, v] * F1[n, u] )          (a circular convolution)
 
     Written out because autograd through complex intermediates is several times slower on the
-    CPU, and because it keeps the memory at the spectra, O(n*d).
+    CPU, and because it keeps the memory at the spectra, O(n*d). With several blocks the spectra
+    are laid out by frequency, (m, n, g), so that each sum over n or over blocks is one batched
+    matrix product per frequency.
     """
 
     @staticmethod
     def forward(ctx, x1, x2):
-        length = x1.shape[-1]
+        length, single_block = x1.shape[-1], x1.shape[1] == 1
         f1 = torch.fft.rfft(x1, dim=-1)
         f2 = f1 if x2 is x1 else torch.fft.rfft(x2, dim=-1)  # an auto-correlation needs one FFT
-        ctx.length, ctx.same = length, x2 is x1
+        if single_block:
+            # b = d, the usual fully relaxed case: a product and a sum over the batch.
+            cross = (f1.conj() * f2).sum(dim=0, keepdim=True)  # (1, 1, m)
+        else:
+            f1 = f1.permute(2, 0, 1).contiguous()  # (m, n, g)
+            f2 = f1 if x2 is x1 else f2.permute(2, 0, 1).contiguous()
+            cross = (f1.mH @ f2).permute(1, 2, 0)  # (m, g, g) -> (g, g, m)
+        ctx.length, ctx.same, ctx.single_block = length, x2 is x1, single_block
         ctx.save_for_backward(f1, f2)
-        return torch.fft.irfft(_cross_spectrum(f1, f2), n=length, dim=-1)
+        return torch.fft.irfft(cross, n=length, dim=-1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         f1, f2 = ctx.saved_tensors
-        g = torch.fft.rfft(grad, dim=-1)
-        grad_x1 = torch.fft.irfft(_mix_blocks(f2, g.conj()), n=ctx.length, dim=-1)
-        grad_x2 = torch.fft.irfft(_mix_blocks(f1, g.transpose(0, 1)), n=ctx.length, dim=-1)
+        g = torch.fft.rfft(grad, dim=-1)  # (g, g, m)
+        if not ctx.single_block:
+            g = g.permute(2, 0, 1)  # (m, g, g): one matrix product per frequency below
         if ctx.same:
-            return grad_x1 + grad_x2, None
-        return grad_x1, grad_x2
+            # Auto-correlation: both terms are products with the same spectrum, so they add up
+            # before the (single) inverse transform.
+            mixed = f1 * (g[0] + g[0].conj()) if ctx.single_block else (f1 @ (g.mH + g)).permute(1, 2, 0)
+            return torch.fft.irfft(mixed, n=ctx.length, dim=-1), None
+        if ctx.single_block:
+            mixed1, mixed2 = f2 * g[0].conj(), f1 * g[0]  # (n, 1, m)
+        else:
+            mixed1 = (f2 @ g.mH).permute(1, 2, 0)  # sum_v conj(G[u, v]) F2[n, v] -> (n, g, m)
+            mixed2 = (f1 @ g).permute(1, 2, 0)  # sum_u G[u, v] F1[n, u]
+        return torch.fft.irfft(mixed1, n=ctx.length, dim=-1), torch.fft.irfft(mixed2, n=ctx.length, dim=-1)
 
 
 def circular_blocks(z1: torch.Tensor, z2: torch.Tensor, block_size: int) -> torch.Tensor:

@@ -1,0 +1,44 @@
+"""The benchmark harness: it measures what it says, and the script writes a complete table."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from decorr_lite.benchmark import Case, measure, measure_isolated
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_measure_reports_time_and_memory():
+    row = measure(Case("barlow", n=16, d=64, method="fft", block_size=8), repeats=3, min_seconds=0)
+    assert row["label"] == "fft b=8" and len(row["times"]) >= 3
+    assert row["seconds"] > 0 and row["peak_bytes"] >= 0
+
+
+def test_peak_memory_sees_the_d_by_d_matrix():
+    """The exact loss forms d x d float32 matrices: at d = 2048 that is 16 MiB each, and the
+    isolated measurement must see at least one of them (the inputs are only 0.5 MiB)."""
+    row = measure_isolated(Case("vicreg", n=32, d=2048, method="exact"), repeats=1, min_seconds=0)
+    assert row["peak_bytes"] >= 2048 * 2048 * 4
+
+
+def test_unknown_loss_is_rejected():
+    with pytest.raises(ValueError, match="case.loss"):
+        measure(Case("simclr", n=4, d=8))
+
+
+def test_script_writes_every_case(tmp_path):
+    out = tmp_path / "scaling.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "loss_scaling.py"), "--n", "16", "--dims", "16", "32",
+           "--losses", "barlow", "--small-block", "8", "--repeats", "1", "--min-seconds", "0", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    labels = {(r["label"], r["d"]) for r in result["rows"]}
+    for d in (16, 32):
+        assert {("rfft x2", d), ("exact", d), ("gram", d), ("fft b=d", d), ("fft b=8", d)} <= labels
+    assert "exact / gram time at d=32 (target >= 40)" in result["ratios"]["barlow"]
+    assert "fft(b=8) / fft(b=d)" in proc.stdout and "barlow: forward+backward" in proc.stdout
