@@ -125,6 +125,13 @@ def check_permutation(permutation, d: int, device: torch.device) -> torch.Tensor
     return permutation
 
 
+def check_decorrelation_options(method, block_size, exponent, permutation, d: int, device: torch.device):
+    """The four options shared by every decorrelation loss: (method, block_size, exponent, permutation)."""
+    exponent = check_exponent(exponent)
+    method = check_method(method, exponent)
+    return method, check_block_size(block_size, d), exponent, check_permutation(permutation, d, device)
+
+
 def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
     """Check a real scalar hyper-parameter (coefficients, margins, eps)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):

@@ -18,14 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import (
-    check_block_size,
-    check_exponent,
-    check_method,
-    check_pair,
-    check_permutation,
-    check_positive,
-)
+from ._checks import check_decorrelation_options, check_pair, check_positive
 from ._matrix import off_diagonal, power_sum
 from .circular import circular_blocks, permute_features
 from .cross_correlation import batch_standardize
@@ -65,10 +58,9 @@ def barlow_twins_loss(
     check_pair(z1, z2, check_finite=check_finite)
     n, d = z1.shape
     check_positive(lambd, "lambd", allow_zero=True)
-    exponent = check_exponent(exponent)
-    method = check_method(method, exponent)
-    block_size = check_block_size(block_size, d)
-    permutation = check_permutation(permutation, d, z1.device)
+    method, block_size, exponent, permutation = check_decorrelation_options(
+        method, block_size, exponent, permutation, d, z1.device
+    )
 
     a, b = batch_standardize(z1), batch_standardize(z2)
     if method == "exact":

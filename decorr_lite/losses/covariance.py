@@ -21,13 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import (
-    check_block_size,
-    check_embeddings,
-    check_exponent,
-    check_method,
-    check_permutation,
-)
+from ._checks import check_decorrelation_options, check_embeddings
 from ._matrix import off_diagonal, power_sum
 from .circular import circular_blocks, permute_features
 
@@ -105,8 +99,7 @@ def covariance_loss(
     """
     check_embeddings(z, "z", check_finite=check_finite)
     d = z.shape[1]
-    exponent = check_exponent(exponent)
-    method = check_method(method, exponent)
-    block_size = check_block_size(block_size, d)
-    permutation = check_permutation(permutation, d, z.device)
+    method, block_size, exponent, permutation = check_decorrelation_options(
+        method, block_size, exponent, permutation, d, z.device
+    )
     return covariance_penalty(z, method, block_size, exponent, permutation)

@@ -11,14 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import (
-    check_block_size,
-    check_exponent,
-    check_method,
-    check_pair,
-    check_permutation,
-    check_positive,
-)
+from ._checks import check_decorrelation_options, check_pair, check_positive
 from .covariance import covariance_penalty
 from .invariance import invariance_loss
 from .variance import variance_penalty
@@ -59,10 +52,9 @@ def vicreg_loss(
         check_positive(value, name, allow_zero=True)
     check_positive(gamma, "gamma")
     check_positive(eps, "eps", allow_zero=True)
-    exponent = check_exponent(exponent)
-    method = check_method(method, exponent)
-    block_size = check_block_size(block_size, d)
-    permutation = check_permutation(permutation, d, z1.device)
+    method, block_size, exponent, permutation = check_decorrelation_options(
+        method, block_size, exponent, permutation, d, z1.device
+    )
 
     loss = z1.new_zeros(())
     if sim_coeff:
