@@ -27,11 +27,10 @@ from .circular import circular_blocks, permute_features
 
 
 def covariance_penalty(
-    z: torch.Tensor, method: str, block_size: int, exponent: float, permutation: torch.Tensor | None
+    zc: torch.Tensor, method: str, block_size: int, exponent: float, permutation: torch.Tensor | None
 ) -> torch.Tensor:
-    """The penalty on already-checked input (shared with ``vicreg_loss``)."""
-    n, d = z.shape
-    zc = z - z.mean(dim=0)
+    """The penalty on already-checked, centred input (shared with ``vicreg_loss``)."""
+    n, d = zc.shape
     if method == "exact":
         cov = zc.T @ zc / (n - 1)
         return power_sum(off_diagonal(cov), exponent) / d
@@ -102,4 +101,4 @@ def covariance_loss(
     method, block_size, exponent, permutation = check_decorrelation_options(
         method, block_size, exponent, permutation, d, z.device
     )
-    return covariance_penalty(z, method, block_size, exponent, permutation)
+    return covariance_penalty(z - z.mean(dim=0), method, block_size, exponent, permutation)

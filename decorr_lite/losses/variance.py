@@ -14,11 +14,10 @@ import torch.nn.functional as F
 from ._checks import check_embeddings, check_positive
 
 
-def variance_penalty(z: torch.Tensor, gamma: float, eps: float) -> torch.Tensor:
-    """The hinge itself, on already-checked input."""
-    centred = z - z.mean(dim=0)
+def variance_penalty(centred: torch.Tensor, gamma: float, eps: float) -> torch.Tensor:
+    """The hinge itself, on already-checked, centred input (shared with ``vicreg_loss``)."""
     # unbiased variance from the centred values (torch.var's column reduction is slow on CPU)
-    std = torch.sqrt(centred.pow(2).sum(dim=0) / (z.shape[0] - 1) + eps)
+    std = torch.sqrt(centred.pow(2).sum(dim=0) / (centred.shape[0] - 1) + eps)
     return F.relu(gamma - std).mean()
 
 
@@ -39,4 +38,4 @@ def variance_loss(
     check_embeddings(z, "z", check_finite=check_finite)
     check_positive(gamma, "gamma")
     check_positive(eps, "eps", allow_zero=True)
-    return variance_penalty(z, gamma, eps)
+    return variance_penalty(z - z.mean(dim=0), gamma, eps)

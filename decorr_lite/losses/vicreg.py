@@ -59,10 +59,14 @@ def vicreg_loss(
     loss = z1.new_zeros(())
     if sim_coeff:
         loss = loss + sim_coeff * invariance_loss(z1, z2, check_finite=False)
+    if not (std_coeff or cov_coeff):
+        return loss
+    # both the variance and the covariance term work on the centred views: centre once
+    c1, c2 = z1 - z1.mean(dim=0), z2 - z2.mean(dim=0)
     if std_coeff:
-        loss = loss + std_coeff * (variance_penalty(z1, gamma, eps) + variance_penalty(z2, gamma, eps)) / 2
+        loss = loss + std_coeff * (variance_penalty(c1, gamma, eps) + variance_penalty(c2, gamma, eps)) / 2
     if cov_coeff:
-        cov = covariance_penalty(z1, method, block_size, exponent, permutation)
-        cov = cov + covariance_penalty(z2, method, block_size, exponent, permutation)
+        cov = covariance_penalty(c1, method, block_size, exponent, permutation)
+        cov = cov + covariance_penalty(c2, method, block_size, exponent, permutation)
         loss = loss + cov_coeff * cov
     return loss
