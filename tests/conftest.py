@@ -1,0 +1,134 @@
+"""Shared fixtures: tiny CIFAR-10 copies in every format the loader reads, and isolated caches.
+
+The tiny datasets hold random images (few per class) whose pixels the tests know, so every
+decoding path is checked value for value. The official format's md5 table is patched to the
+tiny files' checksums, as the real values only fit the real files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from decorr_lite.data import cifar10
+
+PER_CLASS = {"train": 6, "test": 3}
+
+
+def make_split(split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) uint8 and labels, sorted by class, PER_CLASS[split] per class."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), PER_CLASS[split])
+    images = rng.integers(0, 256, size=(len(labels), 3, 32, 32), dtype=np.uint8)
+    return images, labels
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own DECORR_CACHE and no DECORR_DATA unless it sets one."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("DECORR_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def splits():
+    return {"train": make_split("train", 0), "test": make_split("test", 1)}
+
+
+def write_official_folder(root: Path, splits) -> Path:
+    """cifar-10-batches-py/ with 5 train batches and a test batch, Python-2 style pickles."""
+    folder = root / cifar10.BATCHES_DIR
+    folder.mkdir(parents=True)
+    meta = {b"label_names": [c.encode() for c in cifar10.CLASSES]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+    x, y = splits["train"]
+    order = np.random.default_rng(2).permutation(len(y))  # official batches are not class-sorted
+    for i, part in enumerate(np.array_split(order, 5), start=1):
+        batch = {b"data": x[part].reshape(len(part), -1), b"labels": y[part].tolist()}
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch))
+    x, y = splits["test"]
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": x.reshape(len(y), -1), b"labels": y.tolist()}))
+    return folder
+
+
+def official_md5s(folder: Path) -> dict:
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+
+
+@pytest.fixture
+def official(tmp_path, splits, monkeypatch):
+    """(folder with cifar-10-batches-py/, folder with cifar-10-python.tar.gz), md5s patched."""
+    folder_root = tmp_path / "official-folder"
+    folder = write_official_folder(folder_root, splits)
+    monkeypatch.setattr(cifar10, "BATCH_MD5", official_md5s(folder))
+    archive_root = tmp_path / "official-archive"
+    archive_root.mkdir()
+    archive = archive_root / cifar10.ARCHIVE_NAME
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=cifar10.BATCHES_DIR)
+    monkeypatch.setattr(cifar10, "ARCHIVE_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+    return folder_root, archive_root
+
+
+def png_bytes(image_chw: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image_chw.transpose(1, 2, 0)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_members(splits, prefix: str = "cifar10/"):
+    """(archive path, bytes) of every image: <prefix><split>/<class>/<index>.png."""
+    for split, (x, y) in splits.items():
+        for i, (image, label) in enumerate(zip(x, y)):
+            yield f"{prefix}{split}/{cifar10.CLASSES[label]}/{i:04d}.png", png_bytes(image)
+
+
+def write_tar(path: Path, members) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def write_zip(path: Path, members) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return path
+
+
+def write_tree(root: Path, members) -> Path:
+    for name, data in members:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+@pytest.fixture
+def image_archive(tmp_path, splits) -> Path:
+    """A folder holding cifar10-tiny.tar.gz (PNG, so decoding is lossless)."""
+    root = tmp_path / "image-archive"
+    root.mkdir()
+    write_tar(root / "cifar10-tiny.tar.gz", image_members(splits))
+    return root
+
+
+@pytest.fixture
+def tiny_cifar(tmp_path_factory) -> Path:
+    """A session-wide tiny image-folder dataset for training tests (PNG tree)."""
+    root = tmp_path_factory.mktemp("tiny-cifar")
+    splits = {"train": make_split("train", 10), "test": make_split("test", 11)}
+    write_tar(root / "cifar10-tiny.tar.gz", image_members(splits))
+    return root

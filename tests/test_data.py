@@ -1,0 +1,328 @@
+"""decorr_lite.data: every format, the cache, the subset, downloads, and every failure."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import image_members, png_bytes, write_tar, write_tree, write_zip
+from decorr_lite.data import CLASSES, CorruptDataError, balanced_subset, cifar10, download_file, load_cifar10
+from decorr_lite.data.download import ChecksumError
+
+
+def sort_by_class(x, y):
+    """Official batches interleave classes; image folders come class by class. Compare sets."""
+    order = np.lexsort((x.reshape(len(x), -1).sum(1), y))
+    return x[order], y[order]
+
+
+def assert_same_split(images, labels, expected):
+    x, y = expected
+    assert images.dtype == torch.uint8 and images.shape == (len(y), 3, 32, 32)
+    assert labels.dtype == torch.int64 and labels.shape == (len(y),)
+    got_x, got_y = sort_by_class(images.numpy(), labels.numpy())
+    want_x, want_y = sort_by_class(x, y)
+    np.testing.assert_array_equal(got_y, want_y)
+    np.testing.assert_array_equal(got_x, want_x)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize("which", [0, 1], ids=["batches-folder", "official-archive"])
+def test_official_formats_decode_exactly(official, splits, split, which):
+    images, labels = load_cifar10(split, root=official[which], download=False, progress=False)
+    assert_same_split(images, labels, splits[split])
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip", "tree", "archive-path"])
+def test_image_folder_formats_decode_exactly(tmp_path, splits, kind):
+    members = list(image_members(splits))
+    if kind == "tar.gz":
+        root = tmp_path
+        write_tar(tmp_path / "cifar10-png.tar.gz", members)
+    elif kind == "zip":
+        root = tmp_path
+        write_zip(tmp_path / "cifar10-png.zip", members)
+    elif kind == "tree":
+        root = write_tree(tmp_path, members)  # tmp_path/cifar10/train/<class>/...
+    else:
+        root = write_tar(tmp_path / "anything.tgz", members)  # root may name the archive itself
+    for split in ("train", "test"):
+        images, labels = load_cifar10(split, root=root, download=False, progress=False)
+        assert_same_split(images, labels, splits[split])
+        # image folders come in class order, then file name order
+        assert torch.equal(labels, torch.sort(labels).values)
+
+
+def test_tree_directly_in_root(tmp_path, splits):
+    write_tree(tmp_path, image_members(splits, prefix=""))
+    images, labels = load_cifar10("test", root=tmp_path, download=False, progress=False)
+    assert_same_split(images, labels, splits["test"])
+
+
+def test_official_copy_is_preferred_over_image_folders(official, splits):
+    folder_root = official[0]
+    # a JPEG-like copy with different pixels next to the official folder must not be read
+    other = {s: (np.zeros_like(x), y) for s, (x, y) in splits.items()}
+    write_tar(folder_root / "cifar10-other.tar.gz", image_members(other))
+    images, labels = load_cifar10("test", root=folder_root, download=False, progress=False)
+    assert_same_split(images, labels, splits["test"])
+    assert cifar10.find_source(folder_root).kind == "official-folder"
+
+
+def test_root_then_env_then_project_data(image_archive, tmp_path, monkeypatch, splits):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("DECORR_DATA", str(image_archive))
+    images, _ = load_cifar10("test", download=False, progress=False)  # from DECORR_DATA
+    assert images.shape[0] == len(splits["test"][1])
+    with pytest.raises(FileNotFoundError, match=str(empty)):  # root wins over DECORR_DATA
+        load_cifar10("test", root=empty, download=False)
+    monkeypatch.delenv("DECORR_DATA")
+    from decorr_lite.paths import data_dir, project_root
+
+    assert data_dir() == project_root() / "data"
+
+
+def test_cache_makes_the_second_load_skip_decoding(image_archive, monkeypatch, isolated_cache):
+    first = load_cifar10("train", root=image_archive, download=False, progress=False)
+    cached = list((isolated_cache / "datasets").iterdir())
+    assert len(cached) == 1 and cached[0].suffix == ".npz"
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again although a cache exists")
+
+    monkeypatch.setattr(cifar10, "_read_image_archive", no_decoding)
+    second = load_cifar10("train", root=image_archive, download=False, progress=False)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    with pytest.raises(AssertionError, match="decoded again"):
+        load_cifar10("train", root=image_archive, download=False, cache=False)
+
+
+def test_cache_is_keyed_by_content(tmp_path, splits, isolated_cache):
+    archive = write_tar(tmp_path / "cifar10-a.tar.gz", image_members(splits))
+    first, _ = load_cifar10("test", root=tmp_path, download=False, progress=False)
+    changed = {s: (255 - x, y) for s, (x, y) in splits.items()}
+    write_tar(archive, image_members(changed))  # same name, new content
+    second, _ = load_cifar10("test", root=tmp_path, download=False, progress=False)
+    assert torch.equal(second, 255 - first)
+    assert len(list((isolated_cache / "datasets").glob("*.npz"))) == 2
+
+
+def test_damaged_cache_is_rebuilt(image_archive, isolated_cache):
+    first, _ = load_cifar10("test", root=image_archive, download=False, progress=False)
+    (cached,) = (isolated_cache / "datasets").glob("*.npz")
+    cached.write_bytes(b"not an npz")
+    second, _ = load_cifar10("test", root=image_archive, download=False, progress=False)
+    assert torch.equal(first, second)
+
+
+# --------------------------------------------------------------------------- subsets
+
+
+def test_subset_is_balanced_seeded_and_ordered(image_archive):
+    images, labels = load_cifar10("train", root=image_archive, download=False, progress=False)
+    x, y = load_cifar10("train", root=image_archive, download=False, progress=False, subset=23, seed=5)
+    assert len(y) == 23
+    counts = torch.bincount(y, minlength=10)
+    assert counts.max() - counts.min() <= 1 and counts[:3].tolist() == [3, 3, 3]
+    again = load_cifar10("train", root=image_archive, download=False, progress=False, subset=23, seed=5)
+    other = load_cifar10("train", root=image_archive, download=False, progress=False, subset=23, seed=6)
+    assert torch.equal(x, again[0]) and not torch.equal(x, other[0])
+    # every subset image is one of the split's, with its label
+    index = balanced_subset(labels.numpy(), 23, seed=5)
+    assert np.all(np.diff(index) > 0)
+    assert torch.equal(images[index], x) and torch.equal(labels[index], y)
+
+
+@pytest.mark.parametrize("subset", [0, -3, 2.5, True])
+def test_subset_must_be_a_positive_int(image_archive, subset):
+    with pytest.raises(ValueError, match="subset"):
+        load_cifar10("train", root=image_archive, download=False, subset=subset)
+
+
+def test_subset_larger_than_split(image_archive):
+    with pytest.raises(ValueError, match="larger than the split"):
+        load_cifar10("test", root=image_archive, download=False, progress=False, subset=31)
+
+
+def test_unknown_split():
+    with pytest.raises(ValueError, match="split"):
+        load_cifar10("validation")
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_nothing_found_without_download_explains_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        load_cifar10("train", root=tmp_path, download=False)
+    message = str(err.value)
+    assert str(tmp_path) in message and "DECORR_DATA" in message and cifar10.ARCHIVE_NAME in message
+
+
+def test_corrupt_official_archive(official):
+    archive = official[1] / cifar10.ARCHIVE_NAME
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    with pytest.raises(CorruptDataError, match="md5"):
+        load_cifar10("train", root=official[1], download=False)
+
+
+def test_corrupt_batch_file_is_named(official):
+    batch = official[0] / cifar10.BATCHES_DIR / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:-10])
+    with pytest.raises(CorruptDataError, match="data_batch_3"):
+        load_cifar10("train", root=official[0], download=False)
+    load_cifar10("test", root=official[0], download=False, progress=False)  # the test split is intact
+
+
+def test_missing_batch_file_is_named(official):
+    (official[0] / cifar10.BATCHES_DIR / "test_batch").unlink()
+    with pytest.raises(CorruptDataError, match="test_batch.*missing"):
+        load_cifar10("test", root=official[0], download=False)
+
+
+def test_truncated_image_archive(tmp_path, splits):
+    archive = write_tar(tmp_path / "cifar10-x.tar.gz", image_members(splits))
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(CorruptDataError, match="corrupt or truncated"):
+        load_cifar10("train", root=tmp_path, download=False, progress=False)
+
+
+def test_known_archive_with_wrong_checksum(tmp_path, splits):
+    write_tar(tmp_path / "cifar10-jpeg.tar.gz", image_members(splits))  # the shared copy's name
+    with pytest.raises(CorruptDataError, match="sha256"):
+        load_cifar10("train", root=tmp_path, download=False)
+
+
+def test_undecodable_image_is_named(tmp_path, splits):
+    members = list(image_members(splits))
+    members[4] = (members[4][0], b"\x89PNG garbage")
+    write_tar(tmp_path / "cifar10-x.tar.gz", members)
+    with pytest.raises(CorruptDataError, match=members[4][0]):
+        load_cifar10("train", root=tmp_path, download=False, progress=False)
+
+
+def test_wrong_image_size(tmp_path, splits):
+    members = list(image_members(splits))
+    members[0] = (members[0][0], png_bytes(np.zeros((3, 28, 28), np.uint8)))
+    write_tar(tmp_path / "cifar10-x.tar.gz", members)
+    with pytest.raises(CorruptDataError, match="32x32"):
+        load_cifar10("train", root=tmp_path, download=False, progress=False)
+
+
+def test_missing_and_unknown_class_folders(tmp_path, splits):
+    members = [(n.replace("/truck/", "/lorry/"), b) for n, b in image_members(splits)]
+    write_tree(tmp_path, members)
+    with pytest.raises(CorruptDataError, match=r"unknown folders \['lorry'\].*missing or empty \['truck'\]"):
+        load_cifar10("test", root=tmp_path, download=False, progress=False)
+
+
+def test_root_file_that_is_not_an_archive(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    with pytest.raises(ValueError, match="root="):
+        load_cifar10("train", root=path, download=False)
+
+
+# --------------------------------------------------------------------------- downloads
+
+
+def serve(path: Path) -> str:
+    return path.resolve().as_uri()  # urllib reads file:// URLs like http:// ones
+
+
+def test_download_when_missing(official, tmp_path, monkeypatch, splits):
+    monkeypatch.setattr(cifar10, "URL", serve(official[1] / cifar10.ARCHIVE_NAME))
+    target = tmp_path / "fresh"
+    images, labels = load_cifar10("test", root=target, progress=False)
+    assert_same_split(images, labels, splits["test"])
+    assert sorted(p.name for p in target.iterdir()) == [cifar10.ARCHIVE_NAME]
+
+
+def test_download_with_bad_checksum_leaves_nothing(official, tmp_path, monkeypatch):
+    monkeypatch.setattr(cifar10, "URL", serve(official[1] / cifar10.ARCHIVE_NAME))
+    monkeypatch.setattr(cifar10, "ARCHIVE_MD5", "0" * 32)
+    target = tmp_path / "fresh"
+    with pytest.raises(FileNotFoundError, match="md5") as err:
+        load_cifar10("test", root=target, progress=False)
+    assert "DECORR_DATA" in str(err.value)
+    assert list(target.iterdir()) == []
+
+
+def test_offline_download_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setattr(cifar10, "URL", serve(tmp_path / "no-such-file.tar.gz"))
+    target = tmp_path / "fresh"
+    with pytest.raises(FileNotFoundError) as err:
+        load_cifar10("train", root=target, progress=False)
+    message = str(err.value)
+    assert "downloading" in message and "failed" in message and "DECORR_DATA" in message
+    assert list(target.iterdir()) == []
+
+
+def test_interrupted_download_leaves_nothing(tmp_path, monkeypatch):
+    class Broken:
+        headers = {"Content-Length": "100"}
+
+        def __init__(self):
+            self.calls = 0
+
+        def read(self, size):
+            self.calls += 1
+            if self.calls > 1:
+                raise ConnectionResetError("connection lost")
+            return b"x" * 10
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: Broken())
+    with pytest.raises(ConnectionResetError):
+        download_file("http://example.invalid/f", tmp_path / "f.tar.gz", md5="0" * 32, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_file_verifies_md5(tmp_path):
+    source = tmp_path / "src.bin"
+    source.write_bytes(os.urandom(3000))
+    md5 = hashlib.md5(source.read_bytes()).hexdigest()
+    dest = download_file(serve(source), tmp_path / "out" / "dst.bin", md5=md5, progress=False)
+    assert dest.read_bytes() == source.read_bytes()
+    with pytest.raises(ChecksumError, match="expected"):
+        download_file(serve(source), tmp_path / "out" / "bad.bin", md5="f" * 32, progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dst.bin"]
+
+
+# --------------------------------------------------------------------------- the shared copy
+
+
+def shared_archive() -> Path | None:
+    root = os.environ.get("DECORR_DATA")
+    if root and (Path(root) / "cifar10-jpeg.tar.gz").is_file():
+        return Path(root)
+    return None
+
+
+@pytest.mark.skipif(shared_archive() is None, reason="DECORR_DATA does not point at the shared CIFAR-10 copy")
+def test_shared_copy(monkeypatch):
+    root = shared_archive()
+    monkeypatch.setenv("DECORR_CACHE", str(Path(__file__).resolve().parent.parent / ".cache"))
+    images, labels = load_cifar10("test", root=root, download=False, progress=False)
+    assert images.shape == (10000, 3, 32, 32)
+    assert torch.bincount(labels).tolist() == [1000] * 10
+    mean = images.double().mean(dim=(0, 2, 3)) / 255
+    # the statistics published with the copy (../shared/data/README.md)
+    np.testing.assert_allclose(mean.numpy(), [0.4941, 0.4851, 0.4504], atol=1e-3)
+    train, train_labels = load_cifar10("train", root=root, download=False, progress=False)
+    assert train.shape == (50000, 3, 32, 32) and torch.bincount(train_labels).tolist() == [5000] * 10
+    assert len(CLASSES) == 10
