@@ -1,0 +1,191 @@
+"""Measurements of a representation: is it healthy, collapsed to a point, or to a subspace?
+
+- ``singular_spectrum``: singular values of the centred embeddings (Jing et al., ICLR 2022, plot
+  them on a log scale to show dimensional collapse).
+- ``effective_rank``: RankMe (Garrido et al., ICML 2023), exp of the entropy of the normalised
+  singular values. It is scale-free: a cloud shrunk towards a point keeps its rank.
+- ``std_per_dim``: per-dimension standard deviation, what VICReg's variance hinge looks at.
+- ``collapse_report``: a verdict from both the scale and the spectrum, with the numbers behind it.
+- ``knn_accuracy``: weighted k-nearest-neighbour top-1 accuracy with cosine similarity
+  (Wu et al., CVPR 2018), the usual online monitor of SSL training.
+- ``linear_probe``: logistic regression (scikit-learn) on frozen features.
+- ``off_diagonal_mass``, ``diagonal_error``: how far a covariance or correlation matrix is from
+  diagonal / from the identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .losses._checks import check_embeddings
+
+
+def _as_float64(z, name: str = "z") -> torch.Tensor:
+    if isinstance(z, np.ndarray):
+        z = torch.from_numpy(z)
+    check_embeddings(z, name)
+    return z.detach().to(dtype=torch.float64)
+
+
+def singular_spectrum(z, *, center: bool = True) -> torch.Tensor:
+    """Singular values of the (n, d) embeddings, centred over the batch, in descending order.
+
+    Returns a float64 tensor of min(n, d) values.
+    """
+    z = _as_float64(z)
+    if center:
+        z = z - z.mean(dim=0)
+    return torch.linalg.svdvals(z)
+
+
+def effective_rank(z, *, eps: float = 1e-7) -> float:
+    """RankMe: exp(-sum p_k log p_k), p_k = s_k / sum(s) + eps, s the singular values.
+
+    1 for a rank-1 cloud, k for k equal singular values, close to min(n, d) for isotropic noise,
+    and unchanged when z is multiplied by any non-zero scalar. A cloud with no spread at all
+    (every row equal) has rank 0 by convention.
+    """
+    s = singular_spectrum(z)
+    total = s.sum()
+    if total <= torch.finfo(s.dtype).tiny * s.numel():
+        return 0.0
+    p = s / total + eps
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def std_per_dim(z) -> torch.Tensor:
+    """Unbiased standard deviation of each of the d dimensions over the n samples (float64)."""
+    return _as_float64(z).std(dim=0)
+
+
+@dataclass(frozen=True)
+class CollapseReport:
+    """``verdict`` is "complete collapse", "dimensional collapse" or "healthy"."""
+
+    verdict: str
+    median_std: float
+    min_std: float
+    fraction_below_margin: float
+    effective_rank: float
+    max_rank: int
+    rank_fraction: float
+    margin: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.verdict}: median std {self.median_std:.3g} (margin {self.margin:g}, "
+            f"{self.fraction_below_margin:.0%} of dims below it), effective rank "
+            f"{self.effective_rank:.1f} of {self.max_rank} ({self.rank_fraction:.1%})"
+        )
+
+
+def collapse_report(
+    z, *, margin: float = 1.0, complete_below: float = 0.05, dimensional_below: float = 0.1
+) -> CollapseReport:
+    """Diagnose (n, d) embeddings from their scale and their spectrum.
+
+    - complete collapse: the median per-dimension std is below ``complete_below * margin``:
+      the embeddings have shrunk to (nearly) a point. Looking at scale is essential here:
+      the effective rank is scale-free and stays high for a shrunken cloud of noise.
+    - dimensional collapse: the spread is there but lives in few directions; the effective rank
+      is below ``dimensional_below`` times min(n, d).
+    - healthy: neither.
+
+    ``margin`` is the scale the training asked for (VICReg's gamma, 1 by default).
+    """
+    if margin <= 0:
+        raise ValueError(f"margin must be > 0, got {margin!r}")
+    z = _as_float64(z)
+    std = z.std(dim=0)
+    erank = effective_rank(z)
+    max_rank = min(z.shape)
+    median_std = float(std.median())
+    if median_std < complete_below * margin:
+        verdict = "complete collapse"
+    elif erank < dimensional_below * max_rank:
+        verdict = "dimensional collapse"
+    else:
+        verdict = "healthy"
+    return CollapseReport(
+        verdict=verdict,
+        median_std=median_std,
+        min_std=float(std.min()),
+        fraction_below_margin=float((std < margin).double().mean()),
+        effective_rank=erank,
+        max_rank=max_rank,
+        rank_fraction=erank / max_rank,
+        margin=float(margin),
+    )
+
+
+def knn_accuracy(
+    train_features,
+    train_labels,
+    test_features,
+    test_labels,
+    *,
+    k: int = 20,
+    temperature: float | None = 0.07,
+    num_classes: int | None = None,
+    chunk_size: int = 1024,
+) -> float:
+    """Top-1 accuracy (a fraction) of a k-nearest-neighbour classifier with cosine similarity.
+
+    Each test point takes its k most similar training points; a neighbour with similarity s
+    votes for its label with weight exp(s / temperature) (Wu et al. 2018; ``temperature=None``
+    gives every neighbour one vote). Ties go to the lower class index.
+    """
+    train = torch.nn.functional.normalize(torch.as_tensor(train_features).double(), dim=1)
+    test = torch.nn.functional.normalize(torch.as_tensor(test_features).double(), dim=1)
+    train_labels = torch.as_tensor(train_labels).long()
+    test_labels = torch.as_tensor(test_labels).long()
+    if train.shape[0] != train_labels.shape[0] or test.shape[0] != test_labels.shape[0]:
+        raise ValueError("features and labels must have the same number of rows")
+    if train.shape[1] != test.shape[1]:
+        raise ValueError(f"train and test features differ in width: {train.shape[1]} vs {test.shape[1]}")
+    if not 1 <= k <= train.shape[0]:
+        raise ValueError(f"k must be in [1, {train.shape[0]}] (the number of training points), got {k}")
+    num_classes = num_classes or int(max(train_labels.max(), test_labels.max())) + 1
+    correct = 0
+    for start in range(0, test.shape[0], chunk_size):
+        sims, index = (test[start : start + chunk_size] @ train.T).topk(k, dim=1)
+        weights = torch.ones_like(sims) if temperature is None else (sims / temperature).exp()
+        votes = torch.zeros(sims.shape[0], num_classes, dtype=torch.float64)
+        votes.scatter_add_(1, train_labels[index], weights)
+        correct += int((votes.argmax(dim=1) == test_labels[start : start + chunk_size]).sum())
+    return correct / test.shape[0]
+
+
+def linear_probe(
+    train_features, train_labels, test_features, test_labels, *, C: float = 1.0, max_iter: int = 1000, seed: int = 0
+) -> float:
+    """Top-1 test accuracy (a fraction) of a logistic regression on frozen, standardised features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x_train, x_test = (np.asarray(torch.as_tensor(f).double()) for f in (train_features, test_features))
+    y_train, y_test = np.asarray(train_labels), np.asarray(test_labels)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
+    probe.fit(x_train, y_train)
+    return float(probe.score(x_test, y_test))
+
+
+def off_diagonal_mass(matrix) -> float:
+    """Root mean square of the off-diagonal entries of a square matrix."""
+    m = torch.as_tensor(matrix).double()
+    d = m.shape[0]
+    off = m - torch.diag(m.diagonal())
+    return float((off.square().sum() / max(d * (d - 1), 1)).sqrt())
+
+
+def diagonal_error(matrix) -> float:
+    """Root mean square of (1 - m_ii): how far the diagonal is from the identity's."""
+    m = torch.as_tensor(matrix).double()
+    return float((1 - m.diagonal()).square().mean().sqrt())

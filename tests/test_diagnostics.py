@@ -1,0 +1,170 @@
+"""decorr_lite.diagnostics on constructed embeddings whose answers are known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from decorr_lite import diagnostics as dg
+
+
+def orthonormal(n, k, seed=0):
+    """(n, k) with orthonormal, zero-mean columns."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, k, generator=g, dtype=torch.float64)
+    x = x - x.mean(dim=0)
+    return torch.linalg.qr(x).Q
+
+
+def equal_spectrum(n, d, k, scale=1.0, seed=0):
+    """(n, d) centred embeddings with exactly k equal non-zero singular values."""
+    left = orthonormal(n, k, seed)
+    right = orthonormal(d, k, seed + 1).T  # (k, d) orthonormal rows
+    return scale * left @ right
+
+
+def test_identity_like_cloud_has_full_rank():
+    d = 16
+    eye = torch.eye(d, dtype=torch.float64)
+    z = torch.cat([eye, -eye])  # zero mean, singular values all sqrt(2)
+    assert dg.effective_rank(z) == pytest.approx(d, rel=1e-5)
+    np.testing.assert_allclose(dg.singular_spectrum(z).numpy(), math.sqrt(2), rtol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_rank_k_cloud_has_rank_k(k):
+    z = equal_spectrum(200, 32, k)
+    assert dg.effective_rank(z) == pytest.approx(k, rel=1e-4)
+
+
+def test_rank_one_outer_product():
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(100, 1, generator=g) * torch.randn(1, 40, generator=g) + 5.0  # plus a constant
+    assert dg.effective_rank(z) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_isotropic_gaussian_is_close_to_full_rank():
+    z = torch.randn(20000, 32, generator=torch.Generator().manual_seed(0))
+    assert 0.97 * 32 < dg.effective_rank(z) <= 32
+
+
+def test_effective_rank_is_scale_free_and_zero_for_a_point():
+    z = torch.randn(500, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert dg.effective_rank(1e-4 * z) == pytest.approx(dg.effective_rank(z), rel=1e-9)
+    assert dg.effective_rank(torch.ones(10, 4)) == 0.0
+
+
+def test_spectrum_and_std_against_numpy():
+    z = torch.randn(50, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * torch.arange(1, 9)
+    x = z.numpy()
+    np.testing.assert_allclose(dg.singular_spectrum(z).numpy(), np.linalg.svd(x - x.mean(0), compute_uv=False), rtol=1e-12)
+    np.testing.assert_allclose(dg.std_per_dim(z).numpy(), x.std(axis=0, ddof=1), rtol=1e-12)
+    # RankMe straight from its definition
+    s = np.linalg.svd(x - x.mean(0), compute_uv=False)
+    p = s / s.sum() + 1e-7
+    assert dg.effective_rank(z) == pytest.approx(float(np.exp(-(p * np.log(p)).sum())), rel=1e-12)
+
+
+def test_collapse_report_verdicts():
+    g = torch.Generator().manual_seed(4)
+    healthy = torch.randn(2000, 64, generator=g, dtype=torch.float64)
+    report = dg.collapse_report(healthy)
+    assert report.verdict == "healthy" and report.median_std == pytest.approx(1, abs=0.05)
+
+    shrunk = 0.01 * healthy  # complete collapse: a point, up to noise
+    report = dg.collapse_report(shrunk)
+    assert report.verdict == "complete collapse"
+    assert report.fraction_below_margin == 1.0
+    # the effective rank alone would call this healthy: it is scale-free
+    assert report.effective_rank > 0.9 * 64
+
+    flat = equal_spectrum(2000, 64, 2, scale=math.sqrt(2000 * 32))  # std ~1, but rank 2
+    report = dg.collapse_report(flat)
+    assert report.verdict == "dimensional collapse" and report.effective_rank == pytest.approx(2, rel=1e-3)
+    assert report.median_std > 0.05
+    assert "dimensional collapse" in str(report) and report.as_dict()["max_rank"] == 64
+
+
+def test_collapse_report_margin_scales_the_threshold():
+    z = 0.3 * torch.randn(1000, 16, generator=torch.Generator().manual_seed(5))
+    assert dg.collapse_report(z, margin=1.0).verdict == "healthy"
+    assert dg.collapse_report(z, margin=10.0).verdict == "complete collapse"
+    with pytest.raises(ValueError, match="margin"):
+        dg.collapse_report(z, margin=0)
+
+
+def knn_reference(train, train_y, test, test_y, k, temperature):
+    """A loop per test point: cosine similarity, top k, exp(s / T) weighted votes."""
+    train = train / np.linalg.norm(train, axis=1, keepdims=True)
+    test = test / np.linalg.norm(test, axis=1, keepdims=True)
+    correct = 0
+    for x, y in zip(test, test_y):
+        sims = train @ x
+        top = np.argsort(-sims, kind="stable")[:k]
+        votes = np.zeros(train_y.max() + 1)
+        for i in top:
+            votes[train_y[i]] += 1.0 if temperature is None else math.exp(sims[i] / temperature)
+        correct += int(np.argmax(votes) == y)
+    return correct / len(test_y)
+
+
+@pytest.mark.parametrize("temperature", [0.07, 0.5, None])
+def test_knn_matches_reference(temperature):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 6))
+    train_y, test_y = rng.integers(0, 4, 300), rng.integers(0, 4, 120)
+    train = centres[train_y] + 1.2 * rng.normal(size=(300, 6))
+    test = centres[test_y] + 1.2 * rng.normal(size=(120, 6))
+    got = dg.knn_accuracy(train, train_y, test, test_y, k=20, temperature=temperature, chunk_size=50)
+    assert got == pytest.approx(knn_reference(train, train_y, test, test_y, 20, temperature))
+    assert 0.4 < got < 1.0  # neither trivial nor chance
+
+
+def test_knn_extremes():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 10, 2000)
+    separated = np.eye(10)[y] + 0.01 * rng.normal(size=(2000, 10))
+    assert dg.knn_accuracy(separated[:1000], y[:1000], separated[1000:], y[1000:]) == 1.0
+    noise = rng.normal(size=(2000, 10))
+    assert dg.knn_accuracy(noise[:1000], y[:1000], noise[1000:], y[1000:]) < 0.2
+    with pytest.raises(ValueError, match="k must be"):
+        dg.knn_accuracy(noise[:10], y[:10], noise[10:20], y[10:20], k=11)
+    with pytest.raises(ValueError, match="width"):
+        dg.knn_accuracy(noise[:10], y[:10], noise[10:20, :5], y[10:20], k=3)
+
+
+def test_linear_probe():
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=(20, 3))
+    x = rng.normal(size=(1200, 20))
+    y = np.argmax(x @ w, axis=1)
+    assert dg.linear_probe(x[:1000], y[:1000], x[1000:], y[1000:]) > 0.9
+    # standardised features: the probe does not depend on the features' scale
+    assert dg.linear_probe(1e3 * x[:1000], y[:1000], 1e3 * x[1000:], y[1000:]) == pytest.approx(
+        dg.linear_probe(x[:1000], y[:1000], x[1000:], y[1000:]), abs=0.01
+    )
+    shuffled = rng.permutation(y[:1000])
+    assert dg.linear_probe(x[:1000], shuffled, x[1000:], y[1000:]) < 0.5
+
+
+def test_matrix_summaries():
+    m = torch.tensor([[1.0, 0.5, 0.0], [0.5, 0.0, -1.0], [0.0, -1.0, 2.0]])
+    assert dg.off_diagonal_mass(m) == pytest.approx(math.sqrt((0.25 * 2 + 1 * 2) / 6))
+    assert dg.diagonal_error(m) == pytest.approx(math.sqrt((0 + 1 + 1) / 3))
+    assert dg.off_diagonal_mass(torch.eye(4)) == 0.0 and dg.diagonal_error(torch.eye(4)) == 0.0
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(5), torch.zeros(2, 3, 4), torch.zeros(1, 3), torch.zeros(4, 3, dtype=torch.int64)])
+def test_bad_embeddings_are_rejected(bad):
+    with pytest.raises((ValueError, TypeError), match="z"):
+        dg.effective_rank(bad)
+
+
+def test_nan_is_rejected():
+    z = torch.randn(5, 3)
+    z[1, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        dg.collapse_report(z)
