@@ -9,6 +9,7 @@ from . import losses
 from .losses import (
     METHODS,
     barlow_twins_loss,
+    barlow_twins_terms,
     batch_standardize,
     circular_correlation,
     covariance_loss,
@@ -16,6 +17,7 @@ from .losses import (
     invariance_loss,
     variance_loss,
     vicreg_loss,
+    vicreg_terms,
 )
 
 __version__ = "0.1.0"

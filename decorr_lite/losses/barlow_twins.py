@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_decorrelation_options, check_pair, check_positive
-from ._matrix import off_diagonal, power_sum
+from ._matrix import off_diagonal as _off_diagonal
+from ._matrix import power_sum
 from .circular import circular_blocks, permute_features
 from .cross_correlation import batch_standardize
 
@@ -55,9 +56,35 @@ def barlow_twins_loss(
     Returns:
         0-dim tensor.
     """
+    check_positive(lambd, "lambd", allow_zero=True)
+    terms = barlow_twins_terms(
+        z1, z2, off_diagonal=bool(lambd), method=method, block_size=block_size, exponent=exponent,
+        permutation=permutation, check_finite=check_finite,
+    )
+    if not lambd:
+        return terms["on_diagonal"]
+    return terms["on_diagonal"] + lambd * terms["off_diagonal"]
+
+
+def barlow_twins_terms(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    off_diagonal: bool = True,
+    method: str = "exact",
+    block_size: int | None = None,
+    exponent: float = 2,
+    permutation: torch.Tensor | None = None,
+    check_finite: bool = True,
+) -> dict[str, torch.Tensor]:
+    """The unweighted Barlow Twins terms, for logging each one.
+
+    Returns ``{"on_diagonal": sum_i (1 - C_ii)^2, "off_diagonal": sum_{i != j} |C_ij|^q}`` (the
+    latter relaxed for ``method="fft"``, and left out when ``off_diagonal`` is false), so that
+    ``barlow_twins_loss`` is ``on_diagonal + lambd * off_diagonal``.
+    """
     check_pair(z1, z2, check_finite=check_finite)
     n, d = z1.shape
-    check_positive(lambd, "lambd", allow_zero=True)
     method, block_size, exponent, permutation = check_decorrelation_options(
         method, block_size, exponent, permutation, d, z1.device
     )
@@ -65,16 +92,18 @@ def barlow_twins_loss(
     a, b = batch_standardize(z1), batch_standardize(z2)
     if method == "exact":
         c = a.T @ b / n
-        on_diag = (1 - c.diagonal()).pow(2).sum()
-        off_diag = power_sum(off_diagonal(c), exponent)
-    else:
-        c_diag = (a * b).sum(dim=0) / n  # C_ii in O(n*d), without forming C
-        on_diag = (1 - c_diag).pow(2).sum()
+        out = {"on_diagonal": (1 - c.diagonal()).pow(2).sum()}
+        if off_diagonal:
+            out["off_diagonal"] = power_sum(_off_diagonal(c), exponent)
+        return out
+    c_diag = (a * b).sum(dim=0) / n  # C_ii in O(n*d), without forming C
+    out = {"on_diagonal": (1 - c_diag).pow(2).sum()}
+    if off_diagonal:
         if method == "gram":
-            off_diag = ((a @ a.T) * (b @ b.T)).sum() / n**2 - c_diag.pow(2).sum()
+            out["off_diagonal"] = ((a @ a.T) * (b @ b.T)).sum() / n**2 - c_diag.pow(2).sum()
         else:
-            off_diag = _relaxed_off_diagonal(a, b, block_size, exponent, permutation)
-    return on_diag + lambd * off_diag
+            out["off_diagonal"] = _relaxed_off_diagonal(a, b, block_size, exponent, permutation)
+    return out
 
 
 def _relaxed_off_diagonal(

@@ -9,12 +9,16 @@ are the paper's. This is the official implementation's formula term for term.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 from ._checks import check_decorrelation_options, check_pair, check_positive
 from .covariance import covariance_penalty
 from .invariance import invariance_loss
 from .variance import variance_penalty
+
+TERMS = ("invariance", "variance", "covariance")
 
 
 def vicreg_loss(
@@ -46,27 +50,60 @@ def vicreg_loss(
     Returns:
         0-dim tensor. Cost: O(n*d) plus that of the covariance method, twice.
     """
-    check_pair(z1, z2, check_finite=check_finite)
-    d = z1.shape[1]
     for name, value in (("sim_coeff", sim_coeff), ("std_coeff", std_coeff), ("cov_coeff", cov_coeff)):
         check_positive(value, name, allow_zero=True)
+    weights = {"invariance": sim_coeff, "variance": std_coeff, "covariance": cov_coeff}
+    terms = vicreg_terms(
+        z1, z2, terms=[name for name, w in weights.items() if w], method=method, block_size=block_size,
+        exponent=exponent, permutation=permutation, gamma=gamma, eps=eps, check_finite=check_finite,
+    )
+    loss = z1.new_zeros(())
+    for name, value in terms.items():
+        loss = loss + weights[name] * value
+    return loss
+
+
+def vicreg_terms(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    terms: Iterable[str] = TERMS,
+    method: str = "exact",
+    block_size: int | None = None,
+    exponent: float = 2,
+    permutation: torch.Tensor | None = None,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    check_finite: bool = True,
+) -> dict[str, torch.Tensor]:
+    """The unweighted VICReg terms, for logging each one (training curves, notebooks).
+
+    Returns ``{"invariance": s, "variance": (v(z1) + v(z2)) / 2, "covariance": c(z1) + c(z2)}``
+    restricted to ``terms``, so that ``vicreg_loss`` is ``sum(weight * term)``. Arguments as in
+    ``vicreg_loss``; only the requested terms are computed.
+    """
+    check_pair(z1, z2, check_finite=check_finite)
+    d = z1.shape[1]
+    terms = list(terms)
+    unknown = sorted(set(terms) - set(TERMS))
+    if unknown:
+        raise ValueError(f"terms must be a subset of {TERMS}, got unknown {unknown}")
     check_positive(gamma, "gamma")
     check_positive(eps, "eps", allow_zero=True)
     method, block_size, exponent, permutation = check_decorrelation_options(
         method, block_size, exponent, permutation, d, z1.device
     )
 
-    loss = z1.new_zeros(())
-    if sim_coeff:
-        loss = loss + sim_coeff * invariance_loss(z1, z2, check_finite=False)
-    if not (std_coeff or cov_coeff):
-        return loss
-    # both the variance and the covariance term work on the centred views: centre once
-    c1, c2 = z1 - z1.mean(dim=0), z2 - z2.mean(dim=0)
-    if std_coeff:
-        loss = loss + std_coeff * (variance_penalty(c1, gamma, eps) + variance_penalty(c2, gamma, eps)) / 2
-    if cov_coeff:
-        cov = covariance_penalty(c1, method, block_size, exponent, permutation)
-        cov = cov + covariance_penalty(c2, method, block_size, exponent, permutation)
-        loss = loss + cov_coeff * cov
-    return loss
+    out = {}
+    if "invariance" in terms:
+        out["invariance"] = invariance_loss(z1, z2, check_finite=False)
+    if "variance" in terms or "covariance" in terms:
+        # both the variance and the covariance term work on the centred views: centre once
+        c1, c2 = z1 - z1.mean(dim=0), z2 - z2.mean(dim=0)
+        if "variance" in terms:
+            out["variance"] = (variance_penalty(c1, gamma, eps) + variance_penalty(c2, gamma, eps)) / 2
+        if "covariance" in terms:
+            out["covariance"] = covariance_penalty(c1, method, block_size, exponent, permutation) + (
+                covariance_penalty(c2, method, block_size, exponent, permutation)
+            )
+    return out
