@@ -174,3 +174,19 @@ def test_half_precision_inputs(dtype):
     # standardisation runs in half precision: a loose check that the path works and is sane
     assert torch.isfinite(value)
     assert float(value) == pytest.approx(expected, rel=0.05)
+
+
+@pytest.mark.parametrize("method", ["exact", "gram", "fft"])
+def test_terms_sum_to_the_losses(method):
+    z1, z2 = views(20)
+    kw = dict(method=method, block_size=None if method != "fft" else 5, permutation=perm_for(D, method == "fft"))
+    t = dl.vicreg_terms(z1, z2, **kw)
+    assert set(t) == {"invariance", "variance", "covariance"}
+    close(dl.vicreg_loss(z1, z2, sim_coeff=3.0, std_coeff=2.0, cov_coeff=0.5, **kw),
+          float(3 * t["invariance"] + 2 * t["variance"] + 0.5 * t["covariance"]), torch.float64)
+    assert set(dl.vicreg_terms(z1, z2, terms=["variance"], **kw)) == {"variance"}
+    b = dl.barlow_twins_terms(z1, z2, **kw)
+    close(dl.barlow_twins_loss(z1, z2, lambd=0.3, **kw), float(b["on_diagonal"] + 0.3 * b["off_diagonal"]), torch.float64)
+    assert set(dl.barlow_twins_terms(z1, z2, off_diagonal=False, **kw)) == {"on_diagonal"}
+    with pytest.raises(ValueError, match="terms"):
+        dl.vicreg_terms(z1, z2, terms=["variance", "whitening"])
