@@ -31,7 +31,10 @@ def ssl_augmentation(
     std: tuple[float, ...] = CIFAR10_STD,
 ) -> nn.Module:
     """One random view: float images in [0, 1], shape (N, 3, H, W) -> normalised (N, 3, size, size)."""
-    import kornia.augmentation as K
+    try:
+        import kornia.augmentation as K
+    except ImportError as err:  # the losses need only torch; the pipeline needs the extras
+        raise ImportError("augmentation needs kornia: pip install 'decorr-lite[train]'") from err
 
     return nn.Sequential(
         K.RandomResizedCrop((size, size), scale=crop_scale),

@@ -1,0 +1,116 @@
+"""Command line: ``python -m decorr_lite train [flags]``; ``--help`` documents every flag.
+
+Each flag is a field of ``decorr_lite.train.TrainConfig`` (underscores become dashes), so the
+command line, the Python API and the cache key always agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from .train import LOSSES, TERMS, TrainConfig, train_ssl
+from .losses import METHODS
+from .models import ENCODERS
+
+HELP = {
+    "loss": f"which loss: {' | '.join(LOSSES)}",
+    "sim_coeff": "VICReg invariance weight (0 switches the term off)",
+    "std_coeff": "VICReg variance weight (0 switches the term off)",
+    "cov_coeff": "VICReg covariance weight (0 switches the term off)",
+    "on_diag_coeff": "Barlow Twins on-diagonal weight (0 switches the term off)",
+    "lambd": "Barlow Twins off-diagonal weight (0 switches the term off)",
+    "method": f"how the decorrelation term is computed: {' | '.join(METHODS)}",
+    "block_size": "block size b of the FFT relaxation (default: b = dim, fully relaxed)",
+    "exponent": "exponent q of the decorrelation penalty (1 or 2; 2 in the papers)",
+    "permutation": "draw a fresh random feature permutation every step (fft only)",
+    "encoder": f"backbone: {' | '.join(ENCODERS)} (resnet18 is for GPUs)",
+    "width": "channels of the small encoder's first stage (features = 8 x width)",
+    "dim": "embedding width d (projector output)",
+    "hidden_dim": "projector hidden width (default: dim)",
+    "epochs": "training length in epochs over the training subset (default 1)",
+    "steps": "training length in optimiser steps (instead of --epochs)",
+    "batch_size": "images per batch (each gives two views)",
+    "lr": "peak learning rate of AdamW (linear warm-up, cosine decay)",
+    "weight_decay": "AdamW weight decay",
+    "warmup_fraction": "fraction of the steps spent warming up the learning rate",
+    "train_subset": "train on this many images, class-balanced (0: all 50,000)",
+    "eval_points": "number of evaluations during training (plus one at step 0)",
+    "eval_bank": "kNN bank size (training images) at evaluation points",
+    "eval_queries": "test images evaluated at evaluation points",
+    "final_bank": "kNN bank / linear-probe training size for the final evaluation",
+    "final_queries": "test images in the final evaluation (default: all 10,000)",
+    "knn_k": "neighbours k of the kNN classifier (cosine similarity)",
+    "probe_batch": "test images in the fixed probe batch for the matrices",
+    "matrix_dims": "leading dimensions of the covariance / cross-correlation matrices saved",
+    "data_root": "folder (or archive) holding CIFAR-10 (default: $DECORR_DATA, else data/)",
+    "seed": "random seed (model, batches, augmentations, permutations, subsets)",
+    "device": "auto | cpu | cuda[:i] (auto picks CUDA when present)",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m decorr_lite", description="decorr-lite command line")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser(
+        "train",
+        help="self-supervised training on CIFAR-10; writes metrics.json",
+        description="Train an encoder with VICReg or Barlow Twins on CIFAR-10 and write metrics.json "
+        "(config, final, history) to --out. Runs are cached in $DECORR_CACHE/runs by configuration.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "permutation":
+            train.add_argument("--no-permutation", dest="permutation", action="store_false", help=HELP[f.name])
+            continue
+        kind = {"str": str, "float": float, "int": int}[str(f.type).split(" ")[0].replace("|", "").strip()]
+        choices = {"loss": LOSSES, "method": METHODS, "encoder": ENCODERS}.get(f.name)
+        train.add_argument(flag, type=kind, default=f.default, choices=choices, help=HELP[f.name])
+    train.add_argument("--out", default=None, help="folder for metrics.json, arrays.npz and model.pt")
+    train.add_argument("--no-cache", action="store_true", help="train even if this configuration is cached")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def summary_table(result) -> str:
+    config, final = result.config, result.final
+    terms = TERMS[config["loss"]]
+    header = ["step", "loss", *terms, "knn_top1", "eff_rank", "median_std"]
+    rows = [header]
+    for h in result.history:
+        rows.append([str(h["step"]), *(f"{h.get(k, float('nan')):.4g}" for k in ["loss", *terms]),
+                     f"{h['knn_top1']:.3f}", f"{h['effective_rank']:.1f}", f"{h['median_std']:.3g}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.append("")
+    lines.append(
+        f"final: kNN top-1 {final['knn_top1']:.3f}, linear probe top-1 {final['linear_probe_top1']:.3f}, "
+        f"effective rank {final['effective_rank']:.1f}, median std {final['median_std']:.3g} "
+        f"-> {final['verdict']}; {final['seconds']:.0f} s"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(_parser().parse_args(argv))
+    args.pop("command")
+    out, no_cache, quiet = args.pop("out"), args.pop("no_cache"), args.pop("quiet")
+    if args["train_subset"] == 0:
+        args["train_subset"] = None
+    try:
+        config = TrainConfig(**args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    result = train_ssl(config, cache=not no_cache, out=out, progress=not quiet)
+    print(summary_table(result))
+    if result.path is not None:
+        print(f"written to {result.path}" + (" (from the cache)" if result.from_cache else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,473 @@
+"""Self-supervised training on CIFAR-10 with any combination of loss terms, and its measurements.
+
+``train_ssl(loss="vicreg", std_coeff=0, steps=300)`` trains a small encoder and projector on
+two augmented views of CIFAR-10 images and records, at evaluation points, every loss term, the
+per-dimension std, the effective rank and the spectrum of the embeddings, the covariance and
+cross-correlation matrices of a fixed probe batch and the kNN accuracy of the backbone; at the
+end also a linear probe. A weight of 0 switches a term off (it is still measured, without a
+gradient, so that a plot can show what it would have been).
+
+Runs are cached under ``$DECORR_CACHE/runs/<key>`` keyed by the full configuration, so asking
+again for a run already trained returns at once. On CPU, reruns with the same seed give the same
+numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import diagnostics
+from .augment import TwoViews, normalize
+from .data import balanced_subset, load_cifar10
+from .losses import METHODS, barlow_twins_terms, covariance_loss, cross_correlation, vicreg_terms
+from .models import ENCODERS, build_model
+from .paths import cache_dir
+
+LOSSES = ("vicreg", "barlow")
+TERMS = {"vicreg": ("invariance", "variance", "covariance"), "barlow": ("on_diagonal", "off_diagonal")}
+# Part of every cache key: bump it when a change to this file changes the numbers of a run.
+RUN_FORMAT = 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a run. The cache key is a hash of all of them."""
+
+    loss: str = "vicreg"
+    # VICReg weights (a weight of 0 switches the term off)
+    sim_coeff: float = 25.0
+    std_coeff: float = 25.0
+    cov_coeff: float = 1.0
+    # Barlow Twins weights
+    on_diag_coeff: float = 1.0
+    lambd: float = 0.0051
+    # how the decorrelation term is computed
+    method: str = "exact"
+    block_size: int | None = None
+    exponent: float = 2.0
+    permutation: bool = True  # a fresh random feature permutation every step ("fft" only)
+    # model
+    encoder: str = "small"
+    width: int = 32
+    dim: int = 1024
+    hidden_dim: int | None = None
+    # schedule and optimiser (AdamW, linear warm-up, cosine decay)
+    epochs: float | None = None
+    steps: int | None = None
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+    # data and evaluation
+    train_subset: int | None = 10000
+    eval_points: int = 6
+    eval_bank: int = 2000
+    eval_queries: int = 1000
+    final_bank: int = 10000
+    final_queries: int | None = None
+    knn_k: int = 20
+    probe_batch: int = 256
+    matrix_dims: int = 64
+    data_root: str | None = None
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def total_steps(self, train_size: int) -> int:
+        per_epoch = max(train_size // self.batch_size, 1)
+        if self.steps is not None:
+            return self.steps
+        return int(round((1.0 if self.epochs is None else self.epochs) * per_epoch))
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _validate(c: TrainConfig) -> None:
+    if c.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {c.loss!r}")
+    if c.method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {c.method!r}")
+    if c.encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {ENCODERS}, got {c.encoder!r}")
+    for name in ("sim_coeff", "std_coeff", "cov_coeff", "on_diag_coeff", "lambd", "weight_decay", "warmup_fraction"):
+        if not getattr(c, name) >= 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(c, name)!r}")
+    if not c.lr > 0:
+        raise ValueError(f"lr must be > 0, got {c.lr!r}")
+    if c.steps is not None and c.epochs is not None:
+        raise ValueError("give steps or epochs, not both")
+    if c.steps is not None and c.steps < 0 or c.epochs is not None and c.epochs < 0:
+        raise ValueError("steps and epochs must be >= 0")
+    if c.batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 (batch statistics need two samples), got {c.batch_size}")
+    if c.dim < 2:
+        raise ValueError(f"dim must be >= 2, got {c.dim}")
+    if c.block_size is not None and not 1 <= c.block_size <= c.dim:
+        raise ValueError(f"block_size must be in [1, dim={c.dim}] or None, got {c.block_size}")
+    if c.eval_points < 1:
+        raise ValueError(f"eval_points must be >= 1, got {c.eval_points}")
+    if c.device not in ("auto", "cpu") and not c.device.startswith("cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {c.device!r}")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. ``metrics`` is what ``metrics.json`` holds; ``arrays`` the matrices."""
+
+    config: dict
+    history: list[dict]
+    final: dict
+    arrays: dict[str, np.ndarray] = field(repr=False)
+    path: Path | None = None
+    from_cache: bool = False
+    state_dict: dict | None = field(default=None, repr=False)  # set for a run trained now
+
+    @property
+    def metrics(self) -> dict:
+        return {"config": self.config, "final": self.final, "history": self.history}
+
+    def series(self, key: str) -> np.ndarray:
+        """One recorded quantity over the evaluation points, e.g. ``series("knn_top1")``."""
+        return np.array([entry[key] for entry in self.history], dtype=float)
+
+    def load_model(self, map_location="cpu"):
+        """The trained model (encoder + projector), rebuilt and loaded from the run folder."""
+        if self.path is None:
+            raise ValueError("this run was not saved (cache=False and no out=)")
+        model = build_model(self.config["encoder"], self.config["dim"], self.config["hidden_dim"], self.config["width"])
+        model.load_state_dict(torch.load(self.path / "model.pt", map_location=map_location, weights_only=True))
+        return model.eval()
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def run_key(config: TrainConfig) -> str:
+    payload = json.dumps({"format": RUN_FORMAT, **config.as_dict()}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def train_ssl(
+    config: TrainConfig | None = None,
+    *,
+    cache: bool = True,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+    **settings,
+) -> TrainResult:
+    """Train (or load from the cache) one self-supervised run.
+
+    Args:
+        config: a ``TrainConfig``; or pass its fields as keyword arguments (``settings``).
+        cache: read and write ``$DECORR_CACHE/runs/<key>``.
+        out: also write ``metrics.json``, ``arrays.npz`` and ``model.pt`` to this folder.
+        progress: tqdm progress bars (widgets in JupyterLab); False for silence.
+
+    Returns:
+        a ``TrainResult``.
+    """
+    if config is None:
+        config = TrainConfig(**settings)
+    elif settings:
+        config = dataclasses.replace(config, **settings)
+    run_dir = cache_dir() / "runs" / run_key(config)
+    if cache and (run_dir / "metrics.json").is_file():
+        result = load_run(run_dir)
+        result.from_cache = True
+    else:
+        result = _train(config, progress)
+        if cache:
+            _save_run(result, run_dir)
+            result.path = run_dir
+    if out is not None:
+        out = Path(out)
+        if result.path is not None and result.path.resolve() != out.resolve():
+            out.mkdir(parents=True, exist_ok=True)
+            for name in ("metrics.json", "arrays.npz", "model.pt"):
+                shutil.copyfile(result.path / name, out / name)
+        elif result.path is None:
+            _save_run(result, out)
+        result.path = out
+    return result
+
+
+def load_run(path: str | os.PathLike) -> TrainResult:
+    """A run saved by ``train_ssl`` (its cache folder or its ``out`` folder)."""
+    path = Path(path)
+    metrics = json.loads((path / "metrics.json").read_text())
+    with np.load(path / "arrays.npz") as arrays:
+        arrays = dict(arrays)
+    return TrainResult(metrics["config"], metrics["history"], metrics["final"], arrays, path=path)
+
+
+def _save_run(result: TrainResult, path: Path) -> None:
+    """Write the run folder atomically: a half-written run is never mistaken for a finished one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        (tmp / "metrics.json").write_text(json.dumps(result.metrics, indent=1))
+        np.savez(tmp / "arrays.npz", **result.arrays)
+        torch.save(result.state_dict, tmp / "model.pt")
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------- the training loop
+
+
+def _loss_terms(config: TrainConfig, z1: torch.Tensor, z2: torch.Tensor, permutation) -> tuple[torch.Tensor, dict]:
+    """The weighted loss (with gradient through active terms) and every term's value."""
+    if config.loss == "vicreg":
+        weights = {"invariance": config.sim_coeff, "variance": config.std_coeff, "covariance": config.cov_coeff}
+        compute = lambda terms: vicreg_terms(  # noqa: E731
+            z1, z2, terms=terms, method=config.method, block_size=config.block_size,
+            exponent=config.exponent, permutation=permutation, check_finite=False,
+        )
+    else:
+        weights = {"on_diagonal": config.on_diag_coeff, "off_diagonal": config.lambd}
+        compute = lambda terms: barlow_twins_terms(  # noqa: E731
+            z1, z2, off_diagonal="off_diagonal" in terms, method=config.method,
+            block_size=config.block_size, exponent=config.exponent, permutation=permutation, check_finite=False,
+        )
+    active = [t for t, w in weights.items() if w]
+    values = compute(active) if active else {}
+    loss = sum((weights[t] * values[t] for t in active), z1.new_zeros(()))
+    inactive = [t for t in weights if t not in active]
+    if inactive:
+        with torch.no_grad():  # measured for the curves, but no gradient: the term is "off"
+            values.update({t: v for t, v in compute(inactive).items() if t in inactive})
+    return loss, {t: float(v.detach()) for t, v in values.items()}
+
+
+def _lr_at(step: int, total: int, config: TrainConfig) -> float:
+    warmup = int(config.warmup_fraction * total)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def recalibrated(model, images: torch.Tensor, device: torch.device, batch_size: int = 500):
+    """A copy of ``model`` whose BatchNorm statistics are re-estimated on ``images``.
+
+    Evaluation needs BatchNorm's running statistics, and during training they lag behind the
+    weights (momentum 0.1); at initialisation they are the defaults (mean 0, variance 1), which
+    makes an untrained projector's eval-mode outputs tiny and every scale measurement
+    meaningless. Re-estimating them exactly ("precise BN", Wu & Johnson 2021) on the same
+    images at every evaluation point makes all points, step 0 included, comparable. The model
+    being trained is left untouched.
+    """
+    import copy
+
+    model = copy.deepcopy(model)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    for start in range(0, images.shape[0], batch_size):
+        chunk = images[start : start + batch_size]
+        if chunk.shape[0] > 1:
+            model(normalize(chunk.to(device)))
+    return model.eval()
+
+
+@torch.no_grad()
+def embed(model, images: torch.Tensor, device: torch.device, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone features and projector embeddings of uint8 images, in eval mode, on the CPU."""
+    was_training = model.training
+    model.eval()
+    features, embeddings = [], []
+    for start in range(0, images.shape[0], batch_size):
+        x = normalize(images[start : start + batch_size].to(device))
+        f = model.features(x)
+        features.append(f.cpu())
+        embeddings.append(model.projector(f).cpu())
+    model.train(was_training)
+    return torch.cat(features), torch.cat(embeddings)
+
+
+def _evaluate(model, config, device, bank, queries, probe_views) -> tuple[dict, dict]:
+    """Scalars for the history and arrays (spectrum, std, matrices) at one evaluation point."""
+    bank_x, bank_y = bank
+    query_x, query_y = queries
+    model = recalibrated(model, bank_x, device)
+    bank_f, _ = embed(model, bank_x, device)
+    query_f, query_z = embed(model, query_x, device)
+    report = diagnostics.collapse_report(query_z)
+    scalars = {
+        "knn_top1": diagnostics.knn_accuracy(bank_f, bank_y, query_f, query_y, k=config.knn_k),
+        "effective_rank": report.effective_rank,
+        "median_std": report.median_std,
+        "min_std": report.min_std,
+        "fraction_below_margin": report.fraction_below_margin,
+        "verdict": report.verdict,
+    }
+    # The probe batch: the same two augmented views of the same images at every evaluation.
+    with torch.no_grad():
+        z1, z2 = (model(v.to(device)).double().cpu() for v in probe_views)
+    d, m = z1.shape[1], min(config.matrix_dims, z1.shape[1])
+    zc = z1 - z1.mean(dim=0)
+    # Off-diagonal sums of squares of the full d x d matrices, without forming them (Gram route).
+    cov_off = float(covariance_loss(z1, method="gram")) * d
+    corr = barlow_twins_terms(z1, z2, method="gram")
+    scalars["cov_offdiag_rms"] = math.sqrt(max(cov_off, 0.0) / (d * (d - 1)))
+    scalars["corr_offdiag_rms"] = math.sqrt(max(float(corr["off_diagonal"]), 0.0) / (d * (d - 1)))
+    scalars["corr_diag_rms_error"] = math.sqrt(float(corr["on_diagonal"]) / d)
+    arrays = {
+        "spectrum": diagnostics.singular_spectrum(query_z).numpy(),
+        "std_per_dim": diagnostics.std_per_dim(query_z).numpy(),
+        "covariance": (zc[:, :m].T @ zc[:, :m] / (zc.shape[0] - 1)).numpy(),
+        "cross_correlation": cross_correlation(z1[:, :m], z2[:, :m]).numpy(),
+    }
+    return scalars, arrays
+
+
+def _train(config: TrainConfig, progress: bool) -> TrainResult:
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    train_x, train_y = load_cifar10("train", config.data_root, subset=config.train_subset, seed=config.seed, progress=progress)
+    test_x, test_y = load_cifar10("test", config.data_root, progress=progress)
+    if config.batch_size > train_x.shape[0]:
+        raise ValueError(f"batch_size={config.batch_size} is larger than the training set ({train_x.shape[0]})")
+
+    # Fixed evaluation sets, drawn once per seed: a kNN bank from the training images and
+    # queries from the test split; the final evaluation uses larger ones.
+    def pick(x, y, size, seed):
+        if size is None or size >= len(y):
+            return x, y
+        index = torch.from_numpy(balanced_subset(y.numpy(), size, seed=seed))
+        return x[index], y[index]
+
+    bank = pick(train_x, train_y, config.eval_bank, config.seed + 1)
+    queries = pick(test_x, test_y, config.eval_queries, config.seed + 2)
+    augment = TwoViews().to(device)
+    probe_images = pick(test_x, test_y, config.probe_batch, config.seed + 3)[0].to(device)
+    probe_views = augment(probe_images, seed=config.seed + 4)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.encoder, config.dim, config.hidden_dim, config.width).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    order_gen = torch.Generator().manual_seed(config.seed)
+    perm_gen = torch.Generator().manual_seed(config.seed + 5)
+
+    n_train = train_x.shape[0]
+    per_epoch = max(n_train // config.batch_size, 1)
+    total = config.total_steps(n_train)
+    eval_at = sorted({round(i * total / config.eval_points) for i in range(config.eval_points + 1)})
+    history, arrays = [], {"eval_steps": np.array(eval_at)}
+    collected: dict[str, list] = {}
+    running: dict[str, list] = {}
+    train_seconds = 0.0
+    order = torch.randperm(n_train, generator=order_gen)
+
+    def record(step: int) -> None:
+        scalars, arr = _evaluate(model, config, device, bank, queries, probe_views)
+        entry = {"step": step, "epoch": step / per_epoch, "seconds": train_seconds}
+        # the mean of each term over the steps since the previous evaluation point; at step 0
+        # the terms of the first batch before any update (filled in after that step)
+        entry.update({k: float(np.mean(v)) for k, v in running.items()})
+        entry.update(scalars)
+        history.append(entry)
+        running.clear()
+        for k, v in arr.items():
+            collected.setdefault(k, []).append(v)
+
+    model.train()
+    bar = tqdm(total=total, desc=_describe(config), unit="step", disable=not progress)
+    for step in range(total):
+        if step in eval_at:
+            record(step)
+        t0 = time.perf_counter()
+        position = step % per_epoch
+        if position == 0 and step > 0:
+            order = torch.randperm(n_train, generator=order_gen)
+        batch = train_x[order[position * config.batch_size : (position + 1) * config.batch_size]].to(device)
+        v1, v2 = augment(batch, seed=config.seed * 1_000_003 + step + 1)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, total, config)
+        z1, z2 = model(v1), model(v2)
+        loss, terms = _loss_terms(config, z1, z2, _permutation(config, perm_gen, device))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss.item()} at step {step}: lower lr (now {config.lr})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        train_seconds += time.perf_counter() - t0
+        running.setdefault("loss", []).append(loss.item())
+        for k, v in terms.items():
+            running.setdefault(k, []).append(v)
+        if step == 0:
+            history[0].update({"loss": loss.item(), **terms})
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.3g}")
+    bar.close()
+    record(total)
+
+    final = _final_evaluation(model, config, device, train_x, train_y, test_x, test_y, pick)
+    final["seconds"] = time.perf_counter() - started
+    final["train_seconds"] = train_seconds
+    final["seconds_per_step"] = train_seconds / total if total else 0.0
+    final["steps"] = total
+    arrays.update({k: np.stack(v) for k, v in collected.items()})
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    return TrainResult(config.as_dict(), history, final, arrays, state_dict=state)
+
+
+def _final_evaluation(model, config, device, train_x, train_y, test_x, test_y, pick) -> dict:
+    bank_x, bank_y = pick(train_x, train_y, config.final_bank, config.seed + 6)
+    query_x, query_y = pick(test_x, test_y, config.final_queries, config.seed + 7)
+    model = recalibrated(model, pick(bank_x, bank_y, config.eval_bank, config.seed + 1)[0], device)
+    bank_f, _ = embed(model, bank_x, device)
+    query_f, query_z = embed(model, query_x, device)
+    report = diagnostics.collapse_report(query_z)
+    return {
+        "knn_top1": diagnostics.knn_accuracy(bank_f, bank_y, query_f, query_y, k=config.knn_k),
+        "linear_probe_top1": diagnostics.linear_probe(bank_f, bank_y, query_f, query_y, seed=config.seed),
+        "effective_rank": report.effective_rank,
+        "median_std": report.median_std,
+        "min_std": report.min_std,
+        "fraction_below_margin": report.fraction_below_margin,
+        "verdict": report.verdict,
+        "bank_size": int(bank_x.shape[0]),
+        "query_size": int(query_x.shape[0]),
+    }
+
+
+def _permutation(config: TrainConfig, generator: torch.Generator, device) -> torch.Tensor | None:
+    if config.method != "fft" or not config.permutation:
+        return None
+    return torch.randperm(config.dim, generator=generator).to(device)
+
+
+def _describe(config: TrainConfig) -> str:
+    if config.loss == "vicreg":
+        terms = f"inv {config.sim_coeff:g} var {config.std_coeff:g} cov {config.cov_coeff:g}"
+    else:
+        terms = f"on {config.on_diag_coeff:g} off {config.lambd:g}"
+    return f"{config.loss} ({terms}, {config.method})"

@@ -1,0 +1,218 @@
+"""decorr_lite.train and the command line, on a tiny image-folder dataset (seconds, not minutes)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import decorr_lite as dl
+from decorr_lite import cli, train
+from decorr_lite.train import TrainConfig, load_run, train_ssl
+
+FINAL_KEYS = {"knn_top1", "linear_probe_top1", "effective_rank", "median_std", "seconds"}
+
+
+@pytest.fixture
+def tiny(tiny_cifar):
+    return dict(
+        data_root=str(tiny_cifar), train_subset=None, dim=16, width=4, batch_size=20, steps=4,
+        eval_points=2, eval_bank=30, eval_queries=20, final_bank=60, probe_batch=20, matrix_dims=8, knn_k=5,
+    )
+
+
+def strip_times(metrics):
+    """Metrics without wall-clock entries, for comparing reruns."""
+    timeless = lambda d: {k: v for k, v in d.items() if "seconds" not in k}  # noqa: E731
+    return {"config": metrics["config"], "final": timeless(metrics["final"]), "history": [timeless(h) for h in metrics["history"]]}
+
+
+def test_metrics_layout(tiny):
+    result = train_ssl(progress=False, cache=False, **tiny)
+    metrics = result.metrics
+    assert metrics["config"] == TrainConfig(**tiny).as_dict()
+    assert FINAL_KEYS <= set(metrics["final"])
+    assert 0 <= metrics["final"]["knn_top1"] <= 1 and 0 <= metrics["final"]["linear_probe_top1"] <= 1
+    assert [h["step"] for h in metrics["history"]] == [0, 2, 4]
+    for entry in metrics["history"]:
+        assert {"step", "loss", "invariance", "variance", "covariance", "knn_top1", "effective_rank", "median_std"} <= set(entry)
+        assert all(np.isfinite(entry[k]) for k in ("loss", "invariance", "variance", "covariance"))
+    # the weighted sum of the terms is the loss, at step 0 (one batch)
+    h0 = metrics["history"][0]
+    assert h0["loss"] == pytest.approx(25 * h0["invariance"] + 25 * h0["variance"] + h0["covariance"], rel=1e-5)
+    arrays = result.arrays
+    assert arrays["spectrum"].shape == (3, 16) and arrays["std_per_dim"].shape == (3, 16)
+    assert arrays["covariance"].shape == arrays["cross_correlation"].shape == (3, 8, 8)
+    np.testing.assert_array_equal(arrays["eval_steps"], [0, 2, 4])
+    assert result.series("knn_top1").shape == (3,)
+
+
+def test_reruns_with_the_same_seed_agree(tiny):
+    a = train_ssl(progress=False, cache=False, **tiny)
+    b = train_ssl(progress=False, cache=False, **tiny)
+    assert strip_times(a.metrics) == strip_times(b.metrics)
+    for key in a.arrays:
+        np.testing.assert_array_equal(a.arrays[key], b.arrays[key])
+    c = train_ssl(progress=False, cache=False, **{**tiny, "seed": 1})
+    assert strip_times(c.metrics)["history"] != strip_times(a.metrics)["history"]
+
+
+def test_cache_returns_the_same_run_without_training(tiny, monkeypatch, isolated_cache):
+    first = train_ssl(progress=False, **tiny)
+    assert not first.from_cache and (first.path / "metrics.json").is_file()
+    assert first.path.parent == isolated_cache / "runs"
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again although the run is cached")
+
+    monkeypatch.setattr(train, "_train", no_training)
+    second = train_ssl(progress=False, **tiny)
+    assert second.from_cache and second.metrics == first.metrics
+    with pytest.raises(AssertionError, match="trained again"):
+        train_ssl(progress=False, **{**tiny, "std_coeff": 0.0})  # another configuration
+    # the saved model reproduces the saved final embeddings' statistics
+    model = second.load_model()
+    assert model.projector[-1].out_features == 16
+
+
+def test_out_folder(tiny, tmp_path):
+    result = train_ssl(progress=False, out=tmp_path / "run", **tiny)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result.metrics))
+    assert load_run(tmp_path / "run").final == result.final
+    uncached = train_ssl(progress=False, cache=False, out=tmp_path / "run2", **tiny)
+    assert (tmp_path / "run2" / "model.pt").is_file() and uncached.path == tmp_path / "run2"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(loss="barlow"),
+        dict(loss="barlow", lambd=0.0, method="gram"),
+        dict(loss="vicreg", method="fft", block_size=4),
+        dict(loss="vicreg", method="fft", permutation=False, std_coeff=0.0),
+    ],
+)
+def test_other_losses_and_methods_train(tiny, settings):
+    result = train_ssl(progress=False, cache=False, **{**tiny, **settings})
+    terms = train.TERMS[settings["loss"]]
+    for entry in result.history:
+        assert all(np.isfinite(entry[t]) for t in terms)
+
+
+def views(n=32, d=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    z1 = (x + 0.5 * torch.randn(n, d, generator=g, dtype=torch.float64)).requires_grad_()
+    z2 = (x + 0.5 * torch.randn(n, d, generator=g, dtype=torch.float64)).requires_grad_()
+    return z1, z2
+
+
+@pytest.mark.parametrize("weights", [(25, 25, 1), (25, 0, 1), (0, 25, 1), (25, 25, 0), (0, 0, 0)])
+@pytest.mark.parametrize("method", ["exact", "fft"])
+def test_vicreg_switches_match_the_loss_function(weights, method):
+    z1, z2 = views()
+    perm = torch.randperm(12, generator=torch.Generator().manual_seed(1)) if method == "fft" else None
+    config = TrainConfig(sim_coeff=weights[0], std_coeff=weights[1], cov_coeff=weights[2], method=method, block_size=4, dim=12)
+    loss, terms = train._loss_terms(config, z1, z2, perm)
+    kwargs = dict(method=method, block_size=4, permutation=perm)
+    expected = dl.vicreg_loss(z1, z2, sim_coeff=weights[0], std_coeff=weights[1], cov_coeff=weights[2], **kwargs)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
+    # every term is measured, switched on or off
+    assert terms["invariance"] == pytest.approx(float(dl.invariance_loss(z1, z2)), rel=1e-12)
+    assert terms["variance"] == pytest.approx(float(dl.variance_loss(z1) + dl.variance_loss(z2)) / 2, rel=1e-12)
+    assert terms["covariance"] == pytest.approx(float(dl.covariance_loss(z1, **kwargs) + dl.covariance_loss(z2, **kwargs)), rel=1e-12)
+    if loss.requires_grad:  # a switched-off term adds no gradient
+        got = torch.autograd.grad(loss, (z1, z2))
+        want = torch.autograd.grad(expected, (z1, z2))
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize("lambd", [0.0051, 0.0])
+def test_barlow_switches_match_the_loss_function(lambd):
+    z1, z2 = views(seed=2)
+    config = TrainConfig(loss="barlow", lambd=lambd, dim=12)
+    loss, terms = train._loss_terms(config, z1, z2, None)
+    expected = dl.barlow_twins_loss(z1, z2, lambd=lambd)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
+    c = dl.cross_correlation(z1, z2).detach()
+    assert terms["on_diagonal"] == pytest.approx(float((1 - c.diagonal()).square().sum()), rel=1e-10)
+    assert terms["off_diagonal"] == pytest.approx(float(c.square().sum() - c.diagonal().square().sum()), rel=1e-10)
+
+
+def test_learning_rate_schedule():
+    config = TrainConfig(lr=1.0, warmup_fraction=0.1)
+    lrs = [train._lr_at(s, 100, config) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0) and lrs[-1] < 0.001
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+@pytest.mark.parametrize(
+    "settings, name",
+    [
+        (dict(loss="simclr"), "loss"),
+        (dict(method="svd"), "method"),
+        (dict(std_coeff=-1.0), "std_coeff"),
+        (dict(steps=10, epochs=1.0), "steps or epochs"),
+        (dict(block_size=2048, dim=1024), "block_size"),
+        (dict(batch_size=1), "batch_size"),
+        (dict(encoder="vit"), "encoder"),
+        (dict(device="tpu"), "device"),
+        (dict(lr=0.0), "lr"),
+    ],
+)
+def test_bad_configuration(settings, name):
+    with pytest.raises(ValueError, match=name):
+        TrainConfig(**settings)
+
+
+def test_batch_larger_than_training_set(tiny):
+    with pytest.raises(ValueError, match="batch_size"):
+        train_ssl(progress=False, cache=False, **{**tiny, "batch_size": 100})
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_writes_metrics_and_prints_a_summary(tiny, tmp_path, capsys):
+    argv = ["train", "--loss", "vicreg", "--std-coeff", "0", "--data-root", tiny["data_root"], "--train-subset", "0",
+            "--dim", "16", "--width", "4", "--batch-size", "20", "--steps", "2", "--eval-points", "1",
+            "--eval-bank", "30", "--eval-queries", "20", "--final-bank", "60", "--probe-batch", "20",
+            "--matrix-dims", "8", "--knn-k", "5", "--out", str(tmp_path / "x"), "--quiet"]
+    assert cli.main(argv) == 0
+    metrics = json.loads((tmp_path / "x" / "metrics.json").read_text())
+    assert metrics["config"]["std_coeff"] == 0.0 and metrics["config"]["train_subset"] is None
+    assert FINAL_KEYS <= set(metrics["final"]) and len(metrics["history"]) == 2
+    out = capsys.readouterr().out
+    assert "final: kNN top-1" in out and "covariance" in out and str(tmp_path / "x") in out
+
+
+def test_cli_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ["--sim-coeff", "--std-coeff", "--cov-coeff", "--lambd", "--method", "--block-size", "--exponent",
+                 "--no-permutation", "--dim", "--epochs", "--steps", "--batch-size", "--lr", "--train-subset",
+                 "--seed", "--device", "--out"]:
+        assert flag in text
+
+
+def test_cli_rejects_bad_values(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--method", "svd"])
+    assert exit_.value.code == 2
+    assert cli.main(["train", "--std-coeff", "-1"]) == 2
+    assert "std_coeff" in capsys.readouterr().err
+
+
+def test_module_entry_point():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "decorr_lite", "train", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--no-permutation" in done.stdout
