@@ -161,6 +161,29 @@ def measure_isolated(
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def sweep(cases, *, isolated: bool = True, progress: bool = False, **kwargs) -> list[dict]:
+    """Measure each case (in a fresh process when ``isolated``); keyword arguments go to ``measure``."""
+    run = measure_isolated if isolated else measure
+    results = []
+    for case in cases:
+        results.append(run(case, **kwargs))
+        if progress:
+            r = results[-1]
+            print(f"{r['loss']:>7} {r['label']:>10} n={r['n']:<5} d={r['d']:<6} {1000 * r['seconds']:9.1f} ms "
+                  f"{r['peak_bytes'] / 2**20:8.1f} MB", flush=True)
+    return results
+
+
+def fit_slope(x, y) -> float:
+    """Least-squares slope of log(y) against log(x): the exponent p of y ~ x^p."""
+    import numpy as np
+
+    lx, ly = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
+    if len(lx) < 2:
+        raise ValueError("fit_slope needs at least two points")
+    return float(np.polyfit(lx, ly, 1)[0])
+
+
 def resolve_device(device: str) -> str:
     """"auto" picks CUDA when it is available."""
     if device == "auto":

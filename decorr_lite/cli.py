@@ -24,7 +24,7 @@ HELP = {
     "lambd": "Barlow Twins off-diagonal weight (0 switches the term off)",
     "method": f"how the decorrelation term is computed: {' | '.join(METHODS)}",
     "block_size": "block size b of the FFT relaxation (default: b = dim, fully relaxed)",
-    "exponent": "exponent q of the decorrelation penalty (1 or 2; 2 in the papers)",
+    "exponent": "exponent q of the decorrelation penalty (2 for the exact losses; the FFT paper trains relaxed VICReg with 1)",
     "permutation": "draw a fresh random feature permutation every step (fft only)",
     "encoder": f"backbone: {' | '.join(ENCODERS)} (resnet18 is for GPUs)",
     "width": "channels of the small encoder's first stage (features = 8 x width)",

@@ -1,0 +1,141 @@
+"""Figures for the notebooks. Each function draws on a matplotlib Axes it is given (or makes a
+figure) and returns it, so notebooks stay thin and tests can check what was drawn.
+
+Colour conventions: view 1 blue, view 2 orange; matrices in a diverging map centred at 0
+(``RdBu_r``: red positive, blue negative, white zero), with symmetric limits.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import diagnostics
+
+MATRIX_CMAP = "RdBu_r"
+
+
+def _np(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def new_axes(ncols: int = 1, nrows: int = 1, size: float = 3.4, **kwargs):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols * 1.15, size * nrows), squeeze=False, **kwargs)
+    return fig, axes.ravel()
+
+
+def embedding_cloud(ax, z1, z2=None, *, title: str = "embeddings (2 leading PCs of view 1)", max_points: int = 400):
+    """Scatter the two views on view 1's first two principal axes, with a line per pair."""
+    a = _np(z1)[:max_points]
+    mean = a.mean(axis=0)
+    _, _, vt = np.linalg.svd(a - mean, full_matrices=False)
+    axes = vt[:2].T if vt.shape[0] >= 2 else np.eye(a.shape[1], 2)
+    pa = (a - mean) @ axes
+    if z2 is not None:
+        pb = (_np(z2)[:max_points] - mean) @ axes
+        ax.plot(np.stack([pa[:, 0], pb[:, 0]]), np.stack([pa[:, 1], pb[:, 1]]), color="0.8", lw=0.5, zorder=0)
+        ax.scatter(pb[:, 0], pb[:, 1], s=6, color="tab:orange", label="view 2")
+    ax.scatter(pa[:, 0], pa[:, 1], s=6, color="tab:blue", label="view 1")
+    # the same scale on both axes and at least +-2, so a shrinking cloud looks small
+    lim = max(2.0, float(np.abs(pa).max()) * 1.1 if pa.size else 2.0)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    return ax
+
+
+def std_bars(ax, z=None, *, std=None, margin: float = 1.0, title: str = "std per dimension"):
+    """Per-dimension std (sorted) as bars, with the variance margin drawn."""
+    values = np.sort(_np(std if std is not None else diagnostics.std_per_dim(z)))[::-1]
+    ax.bar(np.arange(len(values)), values, color="tab:blue", width=1.0 if len(values) > 64 else 0.8)
+    ax.axhline(margin, color="tab:red", ls="--", lw=1, label=f"margin $\\gamma$ = {margin:g}")
+    ax.set_xlabel("dimension (sorted)")
+    ax.set_ylabel("std")
+    ax.set_ylim(0, max(1.5 * margin, float(values.max()) * 1.1 if values.size else 1.0))
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def spectrum(ax, z=None, *, values=None, label: str | None = None, title: str = "singular values (normalised)"):
+    """Singular values of the centred embeddings, divided by the largest, on a log scale."""
+    s = _np(values if values is not None else diagnostics.singular_spectrum(z))
+    s = s / s.max() if s.size and s.max() > 0 else s
+    ax.semilogy(np.arange(1, len(s) + 1), np.maximum(s, 1e-12), marker="o" if len(s) <= 32 else None, ms=3, label=label)
+    ax.set_xlabel("index")
+    ax.set_ylabel("$\\sigma_k / \\sigma_1$")
+    ax.set_ylim(1e-6, 2)
+    ax.set_title(title, fontsize=9)
+    if label:
+        ax.legend(fontsize=7)
+    return ax
+
+
+def matrix(ax, m, *, title: str = "", vmax: float | None = None, colorbar: bool = True):
+    """A square matrix as a heatmap, diverging colours centred at 0, symmetric limits."""
+    a = _np(m)
+    vmax = vmax or float(np.abs(a).max()) or 1.0
+    image = ax.imshow(a, cmap=MATRIX_CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return image
+
+
+def wrapped_diagonals(ax, d: int, block_size: int, *, title: str | None = None):
+    """Colour each entry (i, j) of a d x d matrix by the penalty it is summed into.
+
+    Entries with the same colour are summed before squaring: within each b x b block, the
+    wrapped diagonal k = (j - i) mod b. The main diagonal (left to the on-diagonal term) is
+    white. With b = 1 every entry is its own sum; with b = d each wrapped diagonal is one sum.
+    """
+    b = block_size
+    i, j = np.meshgrid(np.arange(d), np.arange(d), indexing="ij")
+    block_u, block_v = i // b, j // b
+    shift = (j % b - i % b) % b
+    group = (block_u * math.ceil(d / b) + block_v) * b + shift
+    rng = np.random.default_rng(0)
+    palette = rng.permutation(group.max() + 1)
+    colours = palette[group].astype(float)
+    colours[i == j] = np.nan
+    ax.imshow(np.ma.masked_invalid(colours), cmap="tab20", interpolation="nearest")
+    for edge in range(b, d, b):
+        ax.axhline(edge - 0.5, color="k", lw=1)
+        ax.axvline(edge - 0.5, color="k", lw=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or f"d = {d}, b = {b}: {count_penalties(d, b)} penalised sums", fontsize=9)
+    return ax
+
+
+def count_penalties(d: int, block_size: int) -> int:
+    """How many sums the relaxed off-diagonal penalty squares (Barlow Twins' form)."""
+    g = math.ceil(d / block_size)
+    return g * (block_size - 1) + g * (g - 1) * block_size
+
+
+def scaling(ax, x, y, *, label: str, slope: float | None = None, marker: str = "o"):
+    """One series on log-log axes; the fitted slope goes into the legend."""
+    text = label if slope is None else f"{label} (slope {slope:.2f})"
+    ax.loglog(_np(x), _np(y), marker=marker, ms=4, label=text)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def save(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Save a figure as PNG (the folder is created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", format="png")
+    return path
