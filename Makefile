@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test bench clean
+.PHONY: lab test bench notebooks clean
 
 # Re-install when the dependency list changes. torch is installed first and pinned:
 # an unpinned torch would pull the newest CUDA build (several GB) on machines without a GPU.
@@ -27,6 +27,15 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/loss_scaling.py
+
+# Re-execute the notebooks in full mode, as committed (figures worth showing a class; slow),
+# then strip the widget state, so the committed notebooks stay small and diff-able.
+# (nbclient's store_widget_state=False breaks on Output widgets, hence the separate strip.)
+NOTEBOOKS := $(wildcard notebooks/[0-9]*.ipynb)
+notebooks: $(STAMP)
+	DECORR_QUICK=0 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=1800 $(NOTEBOOKS)
+	$(BIN)/python -c "import sys, nbformat; [nbformat.write((lambda nb: (nb.metadata.pop('widgets', None), nb)[1])(nbformat.read(p, 4)), p) for p in sys.argv[1:]]" $(NOTEBOOKS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
