@@ -108,8 +108,9 @@ class BlockSizePanel:
         import ipywidgets as W
 
         self.d, self.cost_n, self.cost_d, self.repeats = d, cost_n, cost_d, repeats
-        divisors = [b for b in range(1, d + 1)]
-        self.slider = W.SelectionSlider(options=divisors, value=d, description="block size b", continuous_update=False)
+        # any b from 1 to d works (the last block is zero-padded), not only divisors of d
+        self.slider = W.SelectionSlider(options=list(range(1, d + 1)), value=d, description="block size b",
+                                        continuous_update=False)
         self.controls = {"block_size": self.slider}
         self.output = W.Output()
         self.status = W.HTML()
@@ -143,8 +144,7 @@ class BlockSizePanel:
         fig, axes = plots.new_axes(1, size=4.2)
         plots.wrapped_diagonals(axes[0], self.d, b)
         seconds = self.seconds_at(b / self.d)
-        individual = self.d * (self.d - 1) if b == 1 else 0
-        self.result = {"block_size": b, "sums": plots.count_penalties(self.d, b), "individual": individual, "seconds": seconds}
+        self.result = {"block_size": b, "sums": plots.count_penalties(self.d, b), "seconds": seconds}
         self.status.value = (
             f"<small>b = {b}: {self.result['sums']} sums of off-diagonal entries are penalised "
             f"(exact: {self.d * (self.d - 1)} single entries). Cost at n = {self.cost_n}, "
