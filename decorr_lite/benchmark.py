@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .settings import resolve_device  # noqa: F401  (part of this module's API)
+
 LOSSES = ("vicreg", "barlow", "rfft")  # "rfft": two forward FFTs of the inputs, the floor for "fft"
 
 
@@ -182,13 +184,6 @@ def fit_slope(x, y) -> float:
     if len(lx) < 2:
         raise ValueError("fit_slope needs at least two points")
     return float(np.polyfit(lx, ly, 1)[0])
-
-
-def resolve_device(device: str) -> str:
-    """"auto" picks CUDA when it is available."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 if __name__ == "__main__":  # the worker process of measure_isolated

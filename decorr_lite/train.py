@@ -34,6 +34,7 @@ from .data import balanced_subset, load_cifar10
 from .losses import METHODS, barlow_twins_terms, covariance_loss, cross_correlation, vicreg_terms
 from .models import ENCODERS, build_model
 from .paths import cache_dir
+from .settings import resolve_device
 
 LOSSES = ("vicreg", "barlow")
 TERMS = {"vicreg": ("invariance", "variance", "covariance"), "barlow": ("on_diagonal", "off_diagonal")}
@@ -152,12 +153,6 @@ class TrainResult:
         model = build_model(self.config["encoder"], self.config["dim"], self.config["hidden_dim"], self.config["width"])
         model.load_state_dict(torch.load(self.path / "model.pt", map_location=map_location, weights_only=True))
         return model.eval()
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def run_key(config: TrainConfig) -> str:
@@ -350,7 +345,7 @@ def _train(config: TrainConfig, progress: bool) -> TrainResult:
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
-    device = resolve_device(config.device)
+    device = torch.device(resolve_device(config.device))
     train_x, train_y = load_cifar10("train", config.data_root, subset=config.train_subset, seed=config.seed, progress=progress)
     test_x, test_y = load_cifar10("test", config.data_root, progress=progress)
     if config.batch_size > train_x.shape[0]:
