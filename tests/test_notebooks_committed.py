@@ -24,6 +24,8 @@ def test_committed_notebook(path):
     assert "Recap" in "".join(cells[0]["source"])
     last = "".join(cells[-1]["source"])
     assert "Exercises" in "".join("".join(c["source"]) for c in cells[-3:]) and "<details>" in last
+    ids = [c.get("id") for c in cells]
+    assert all(ids) and len(set(ids)) == len(ids), "every cell needs a stable, unique id (nbformat >= 4.5)"
     code = [c for c in cells if c["cell_type"] == "code"]
     assert all(c["execution_count"] is not None for c in code), "commit notebooks executed"
     for c in code:
