@@ -4,14 +4,17 @@ Runs (each cached in $DECORR_CACHE/runs, so a second invocation only reads them 
 
 - the untrained encoder (0 steps): the baseline every kNN claim is measured against;
 - full VICReg and full Barlow Twins, long budget (at most 10 minutes each on 2 cores);
-- VICReg with the FFT-relaxed covariance (b = d, a fresh permutation per step, exponent q = 1 as
-  in the authors' scripts; and q = 2 for comparison), long budget;
+- VICReg with the FFT-relaxed covariance (a fresh permutation per step, exponent q = 1 as in the
+  authors' scripts), long budget, with b = d and b = 128, and with q = 2 for comparison; these
+  are printed as NOTE lines (findings), not checked as claims;
 - short budget (at most 3 minutes each): full VICReg, VICReg without the variance term,
   without the covariance term, full Barlow Twins, Barlow Twins with lambd = 0, and VICReg with
   the FFT-relaxed covariance (b = d, a fresh permutation per step);
 - a rerun of a short run without the cache, to check that a seed gives the same numbers.
 
 Prints a table and the verdict of each claim, writes JSON, exits 1 if a claim fails.
+About 55 minutes on 2 CPU cores when nothing is cached; keep the machine otherwise idle, since
+the time limits are part of the claims.
 
     DECORR_DATA=../shared/data .venv/bin/python benchmarks/ssl_claims.py
 """
@@ -46,6 +49,8 @@ RUNS = {
     # The relaxed VICReg as its authors train it: exponent q = 1 (their svicreg scripts), b = d.
     "vicreg-fft-short": dict(loss="vicreg", method="fft", exponent=1.0, **SHORT),
     "vicreg-fft": dict(loss="vicreg", method="fft", exponent=1.0, **LONG),
+    # ... with blocks of 128 (more sums penalised; reported, not a claim) ...
+    "vicreg-fft-b128": dict(loss="vicreg", method="fft", exponent=1.0, block_size=128, **LONG),
     # ... and with q = 2, which the relaxation makes far weaker (reported, not a claim).
     "vicreg-fft-q2": dict(loss="vicreg", method="fft", **LONG),
 }
@@ -78,10 +83,9 @@ def claims(r: dict) -> list[tuple[str, bool, str]]:
     b0 = f["barlow-lambd-0"]
     claim("Barlow Twins with lambd = 0: effective rank < 1/4 of full Barlow Twins'", b0["effective_rank"] < bt_rank / 4,
           f"{b0['effective_rank']:.1f} vs {bt_rank:.1f}")
-    for suffix in ("", "-short"):
-        fft, exact = f[f"vicreg-fft{suffix}"]["knn_top1"], f[f"vicreg{suffix}"]["knn_top1"]
-        claim(f"relaxed VICReg (fft, b = d, q = 1, permutation) within 3 kNN points of exact ({'long' if not suffix else 'short'} budget)",
-              abs(fft - exact) <= 0.03, f"{fft:.3f} vs {exact:.3f} ({100 * (fft - exact):+.1f} points)")
+    fft, exact = f["vicreg-fft-short"]["knn_top1"], f["vicreg-short"]["knn_top1"]
+    claim("relaxed VICReg (fft, b = d, q = 1, permutation, <= 3 min) within 3 kNN points of exact",
+          abs(fft - exact) <= 0.03, f"{fft:.3f} vs {exact:.3f} ({100 * (fft - exact):+.1f} points)")
     for name in [n for n in r if n.endswith("-short") or n.startswith(("vicreg-no", "barlow-lambd"))]:
         claim(f"{name} ran within 3 minutes", f[name]["seconds"] <= 180, f"{f[name]['seconds']:.0f} s")
     return out
@@ -121,6 +125,11 @@ def main() -> int:
     print()
     for text, ok, numbers in checks:
         print(f"[{'PASS' if ok else 'FAIL'}] {text}: {numbers}")
+    if len(results) == len(RUNS):  # findings: measured and printed, not claims
+        long = {k: results[k]["final"]["knn_top1"] for k in ("vicreg", "vicreg-fft", "vicreg-fft-b128", "vicreg-fft-q2")}
+        for name in ("vicreg-fft", "vicreg-fft-b128", "vicreg-fft-q2"):
+            print(f"[NOTE] long budget, {name} vs exact VICReg: kNN {long[name]:.3f} vs {long['vicreg']:.3f} "
+                  f"({100 * (long[name] - long['vicreg']):+.1f} points)")
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
