@@ -32,12 +32,13 @@ from . import diagnostics
 from .augment import TwoViews, normalize
 from .data import balanced_subset, load_cifar10
 from .losses import METHODS, barlow_twins_terms, covariance_loss, cross_correlation, vicreg_terms
+from .losses.vicreg import TERMS as VICREG_TERMS
 from .models import ENCODERS, build_model
 from .paths import cache_dir
 from .settings import resolve_device
 
 LOSSES = ("vicreg", "barlow")
-TERMS = {"vicreg": ("invariance", "variance", "covariance"), "barlow": ("on_diagonal", "off_diagonal")}
+TERMS = {"vicreg": VICREG_TERMS, "barlow": ("on_diagonal", "off_diagonal")}
 # Part of every cache key: bump it when a change to this file changes the numbers of a run.
 RUN_FORMAT = 2
 
@@ -249,7 +250,9 @@ def _loss_terms(config: TrainConfig, z1: torch.Tensor, z2: torch.Tensor, permuta
     active = [t for t, w in weights.items() if w]
     values = compute(active) if active else {}
     loss = sum((weights[t] * values[t] for t in active), z1.new_zeros(()))
-    inactive = [t for t in weights if t not in active]
+    # Barlow Twins' on-diagonal term comes with every call, so only what is still missing is
+    # computed again.
+    inactive = [t for t in weights if t not in values]
     if inactive:
         with torch.no_grad():  # measured for the curves, but no gradient: the term is "off"
             values.update({t: v for t, v in compute(inactive).items() if t in inactive})

@@ -8,6 +8,7 @@ the controls' values, so toggling back to a setting seen before redraws at once.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from functools import partial
@@ -33,7 +34,7 @@ class TermPanel:
         self.run, self.draw = run, draw
         self.checkboxes = {k: W.Checkbox(value=True, description=label, indent=False) for k, (label, _) in terms.items()}
         self.sliders = {
-            k: W.FloatLogSlider(value=default, base=10, min=_log10(default) - 2, max=_log10(default) + 1,
+            k: W.FloatLogSlider(value=default, base=10, min=math.log10(default) - 2, max=math.log10(default) + 1,
                                 step=0.1, description="weight", continuous_update=False, readout_format=".3g")
             for k, (_, default) in terms.items()
         }
@@ -71,12 +72,6 @@ class TermPanel:
             self.output.clear_output(wait=True)
             display(self.figure)
         plt.close(self.figure)
-
-
-def _log10(x: float) -> float:
-    import math
-
-    return math.log10(x)
 
 
 def toy_figure(run: ToyRun, margin: float = 1.0):
