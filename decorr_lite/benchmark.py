@@ -101,6 +101,28 @@ def _cpu_peak() -> int:
     return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def start_peak_memory(device: str | torch.device = "cpu") -> int:
+    """Start a peak-memory measurement on ``device``; returns the baseline for ``peak_memory_since``.
+
+    CUDA: torch's allocator peak is reset and the memory allocated now is the baseline. CPU: the
+    process's resident-set high-water mark is reset and the resident set now is the baseline.
+    """
+    device = str(device)
+    _sync(device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device)
+    return _reset_cpu_peak()
+
+
+def peak_memory_since(device: str | torch.device, baseline: int) -> int:
+    """Bytes of the peak above ``baseline`` since ``start_peak_memory`` (0 if none)."""
+    device = str(device)
+    _sync(device)
+    peak = torch.cuda.max_memory_allocated(device) if device.startswith("cuda") else _cpu_peak()
+    return max(int(peak - baseline), 0)
+
+
 def measure(case: Case, repeats: int = 5, max_seconds: float = 30.0, min_seconds: float = 0.5) -> dict:
     """Peak memory of the first pass above the inputs, then the median time of the timed passes.
 
@@ -112,16 +134,9 @@ def measure(case: Case, repeats: int = 5, max_seconds: float = 30.0, min_seconds
     if case.loss not in LOSSES:
         raise ValueError(f"case.loss must be one of {LOSSES}; got {case.loss!r}.")
     step = _forward_backward(case)
-    cuda = case.device.startswith("cuda")
-    _sync(case.device)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(case.device)
-        baseline = torch.cuda.memory_allocated(case.device)
-    else:
-        baseline = _reset_cpu_peak()
+    baseline = start_peak_memory(case.device)
     step()
-    _sync(case.device)
-    peak = (torch.cuda.max_memory_allocated(case.device) if cuda else _cpu_peak()) - baseline
+    peak = peak_memory_since(case.device, baseline)
 
     times: list[float] = []
     start = time.perf_counter()
@@ -140,7 +155,7 @@ def measure(case: Case, repeats: int = 5, max_seconds: float = 30.0, min_seconds
         "label": case.label,
         "seconds": statistics.median(times),
         "times": times,
-        "peak_bytes": max(int(peak), 0),
+        "peak_bytes": peak,
         "threads": torch.get_num_threads(),
     }
 

@@ -86,7 +86,7 @@ class CollapseReport:
 
 
 def collapse_report(
-    z, *, margin: float = 1.0, complete_below: float = 0.05, dimensional_below: float = 0.1
+    z, *, margin: float = 1.0, complete_below: float = 0.05, dimensional_below: float = 0.05
 ) -> CollapseReport:
     """Diagnose (n, d) embeddings from their scale and their spectrum.
 
@@ -94,7 +94,9 @@ def collapse_report(
       the embeddings have shrunk to (nearly) a point. Looking at scale is essential here:
       the effective rank is scale-free and stays high for a shrunken cloud of noise.
     - dimensional collapse: the spread is there but lives in few directions; the effective rank
-      is below ``dimensional_below`` times min(n, d).
+      is below ``dimensional_below`` times min(n, d). The 5 % default separates what we
+      measured on CIFAR-10 (README): runs without a decorrelation term end at 0.2-3.5 % of
+      min(n, d), trained runs with one at 5-20 %, an untrained encoder at about 60 %.
     - healthy: neither.
 
     ``margin`` is the scale the training asked for (VICReg's gamma, 1 by default).

@@ -139,3 +139,86 @@ def save(fig, path: str | Path, dpi: int = 110) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight", format="png")
     return path
+
+
+# --------------------------------------------------------------------------- CIFAR-10 runs
+# These draw a ``decorr_lite.train.TrainResult`` (or anything with ``history``, ``arrays`` and
+# ``config``): its history holds scalars at the evaluation steps, its arrays the spectra, the
+# per-dimension std and the probe-batch matrices at the same steps.
+
+
+def history(ax, result, key: str, *, label: str | None = None, upto: int | None = None, **kwargs):
+    """One recorded quantity (``result.history[i][key]``) against the training step."""
+    entries = result.history if upto is None else result.history[: upto + 1]
+    steps = [e["step"] for e in entries]
+    ax.plot(steps, [e[key] for e in entries], marker="o", ms=3, label=label, **kwargs)
+    ax.set_xlabel("training step")
+    if label:
+        ax.legend(fontsize=7)
+    return ax
+
+
+def std_histogram(ax, std, *, margin: float = 1.0, label: str | None = None, bins=None):
+    """Histogram of the per-dimension std on a log axis, with the variance margin drawn."""
+    values = np.maximum(_np(std), 1e-6)
+    bins = np.logspace(-4, 1, 41) if bins is None else bins
+    ax.hist(values, bins=bins, alpha=0.6, label=label)
+    ax.axvline(margin, color="tab:red", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("std of one embedding dimension")
+    ax.set_ylabel("dimensions")
+    ax.set_title(f"per-dimension std (margin $\\gamma$ = {margin:g}, dashed)", fontsize=9)
+    if label:
+        ax.legend(fontsize=7)
+    return ax
+
+
+def run_figure(results: dict, *, untrained=None, title: str | None = None):
+    """Four panels comparing runs: effective rank and kNN accuracy over training, the final
+    singular-value spectrum (log scale, as Jing et al.) and the final per-dimension std.
+
+    ``results`` maps a label to a run; ``untrained``, if given, is drawn as a grey reference.
+    """
+    fig, axes = new_axes(4, size=3.1)
+    for label, run in results.items():
+        history(axes[0], run, "effective_rank", label=label)
+        spectrum(axes[1], values=run.arrays["spectrum"][-1], label=label)
+        std_histogram(axes[2], run.arrays["std_per_dim"][-1], label=label)
+        history(axes[3], run, "knn_top1", label=label)
+    if untrained is not None:
+        axes[3].axhline(untrained.final["knn_top1"], color="0.5", ls=":", lw=1, label="untrained encoder")
+        axes[3].legend(fontsize=7)
+    axes[0].set_yscale("log")
+    axes[0].set_title("effective rank (RankMe) of the embeddings", fontsize=9)
+    axes[1].set_title("singular values at the end (normalised)", fontsize=9)
+    axes[3].set_title("kNN accuracy of the backbone", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def matrices_figure(result, at: int = -1, *, title: str | None = None):
+    """The probe batch's covariance (of view 1) and cross-correlation (view 1 vs view 2) at
+    evaluation point ``at``, the identity they are pushed towards, and the off-diagonal RMS
+    and diagonal error of the full d x d matrices over training up to that point."""
+    at = range(len(result.history))[at]
+    cov, corr = result.arrays["covariance"][at], result.arrays["cross_correlation"][at]
+    fig, axes = new_axes(4, size=3.1)
+    # one colour scale for the two correlation-like matrices, so that "more red" means the same
+    vmax = max(1.0, float(np.abs(corr).max()))
+    matrix(axes[0], cov, title="covariance of $z_1$ (VICReg's target: I)")
+    matrix(axes[1], corr, title="cross-correlation C (Barlow Twins' target: I)", vmax=vmax)
+    matrix(axes[2], np.eye(corr.shape[0]), title="the target, I", vmax=vmax)
+    history(axes[3], result, "cov_offdiag_rms", label="covariance, off-diagonal RMS", upto=at)
+    history(axes[3], result, "corr_offdiag_rms", label="C, off-diagonal RMS", upto=at)
+    history(axes[3], result, "corr_diag_rms_error", label="C, RMS of (1 - C_ii)", upto=at)
+    steps = [e["step"] for e in result.history]
+    axes[3].set_xlim(min(steps) - 0.03 * max(steps[-1], 1), steps[-1] * 1.03 + 1)
+    axes[3].set_title(f"full {result.config['dim']} x {result.config['dim']} matrices", fontsize=9)
+    m = cov.shape[0]
+    step = result.history[at]["step"]
+    fig.suptitle(title or f"step {step}: leading {m} of {result.config['dim']} dimensions of the probe batch",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig

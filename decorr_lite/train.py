@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,17 +31,51 @@ import torch
 
 from . import diagnostics
 from .augment import TwoViews, normalize
+from .benchmark import peak_memory_since, start_peak_memory
 from .data import balanced_subset, load_cifar10
-from .losses import METHODS, barlow_twins_terms, covariance_loss, cross_correlation, vicreg_terms
+from .losses import METHODS, barlow_twins_terms, batch_standardize, covariance_loss, cross_correlation, vicreg_terms
 from .losses.vicreg import TERMS as VICREG_TERMS
 from .models import ENCODERS, build_model
 from .paths import cache_dir
-from .settings import resolve_device
+from .settings import quick_mode, resolve_device
 
 LOSSES = ("vicreg", "barlow")
 TERMS = {"vicreg": VICREG_TERMS, "barlow": ("on_diagonal", "off_diagonal")}
 # Part of every cache key: bump it when a change to this file changes the numbers of a run.
-RUN_FORMAT = 2
+RUN_FORMAT = 3
+
+
+def classroom_settings(quick: bool | None = None) -> dict:
+    """The ``TrainConfig`` fields that the CIFAR-10 notebooks (02, 03, 06) share, so that a run
+    trained by one notebook is a cache hit for the next.
+
+    Full mode: the width-16 ``SmallConvNet`` (128 features; 3x faster than width 32, so it
+    affords more steps), d = 1024, 400 steps of 256 image pairs drawn from all 50,000 training
+    images, 8 evaluation points; about 2 minutes per run on 2 CPU cores. Quick mode
+    (``DECORR_QUICK=1``, CI): d = 256, 60 steps on a balanced 5,000-image subset and small
+    evaluation sets; about 15 seconds per run. ``quick=None`` reads the environment.
+    """
+    if quick is None:
+        quick = quick_mode()
+    if quick:
+        return dict(encoder="small", width=16, dim=256, steps=60, train_subset=5000, eval_points=3,
+                    eval_bank=1000, eval_queries=500, final_bank=2000, final_queries=1000)
+    return dict(encoder="small", width=16, dim=1024, steps=400, train_subset=None, eval_points=8,
+                eval_bank=2000, eval_queries=1000, final_bank=10000, final_queries=5000)
+
+
+def summary_table(runs: dict) -> str:
+    """A plain-text table of the final numbers of labelled runs (``{label: TrainResult}``)."""
+    rows = [("run", "steps", "s/step", "kNN", "probe", "eff. rank", "median std", "verdict")]
+    for label, run in runs.items():
+        f = run.final
+        rows.append((label, str(f["steps"]), f"{f['seconds_per_step']:.2f}", f"{f['knn_top1']:.3f}",
+                     f"{f['linear_probe_top1']:.3f}", f"{f['effective_rank']:.1f}", f"{f['median_std']:.3f}",
+                     f["verdict"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i in (0, 7) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -87,6 +122,12 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        # sim_coeff=0 and sim_coeff=0.0 are the same run: store every float field as a float,
+        # so that both give the same cache key
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("float", "float | None") and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
         _validate(self)
 
     def total_steps(self, train_size: int) -> int:
@@ -167,6 +208,7 @@ def train_ssl(
     cache: bool = True,
     out: str | os.PathLike | None = None,
     progress: bool = True,
+    callback: Callable[[int, int], None] | None = None,
     **settings,
 ) -> TrainResult:
     """Train (or load from the cache) one self-supervised run.
@@ -176,6 +218,8 @@ def train_ssl(
         cache: read and write ``$DECORR_CACHE/runs/<key>``.
         out: also write ``metrics.json``, ``arrays.npz`` and ``model.pt`` to this folder.
         progress: tqdm progress bars (widgets in JupyterLab); False for silence.
+        callback: called as ``callback(steps_done, total_steps)`` after every training step
+            (a widget's progress bar); not called for a run loaded from the cache.
 
     Returns:
         a ``TrainResult``.
@@ -185,11 +229,9 @@ def train_ssl(
     elif settings:
         config = dataclasses.replace(config, **settings)
     run_dir = cache_dir() / "runs" / run_key(config)
-    if cache and (run_dir / "metrics.json").is_file():
-        result = load_run(run_dir)
-        result.from_cache = True
-    else:
-        result = _train(config, progress)
+    result = cached_run(config) if cache else None
+    if result is None:
+        result = _train(config, progress, callback)
         if cache:
             _save_run(result, run_dir)
             result.path = run_dir
@@ -202,6 +244,17 @@ def train_ssl(
         elif result.path is None:
             _save_run(result, out)
         result.path = out
+    return result
+
+
+def cached_run(config: TrainConfig | None = None, **settings) -> TrainResult | None:
+    """The run of this configuration from the cache, or None if it was never trained."""
+    config = TrainConfig(**settings) if config is None else dataclasses.replace(config, **settings)
+    run_dir = cache_dir() / "runs" / run_key(config)
+    if not (run_dir / "metrics.json").is_file():
+        return None
+    result = load_run(run_dir)
+    result.from_cache = True
     return result
 
 
@@ -335,6 +388,14 @@ def _evaluate(model, config, device, bank, queries, probe_views) -> tuple[dict, 
     scalars["cov_offdiag_rms"] = math.sqrt(max(cov_off, 0.0) / (d * (d - 1)))
     scalars["corr_offdiag_rms"] = math.sqrt(max(float(corr["off_diagonal"]), 0.0) / (d * (d - 1)))
     scalars["corr_diag_rms_error"] = math.sqrt(float(corr["on_diagonal"]) / d)
+    # The same off-diagonal RMS relative to the mean diagonal entry: scale-free, so that a matrix
+    # whose diagonal grows (training makes dimensions spread and views agree) is judged by how
+    # far from diagonal it is, not by its size. The diagonals are cheap: variances and the
+    # per-dimension correlations of the two views.
+    cov_diag = float(zc.square().sum(dim=0).mean()) / (zc.shape[0] - 1)
+    corr_diag = float((batch_standardize(z1) * batch_standardize(z2)).mean(dim=0).mean())
+    scalars["cov_offdiag_relative"] = scalars["cov_offdiag_rms"] / max(cov_diag, 1e-12)
+    scalars["corr_offdiag_relative"] = scalars["corr_offdiag_rms"] / max(abs(corr_diag), 1e-12)
     arrays = {
         "spectrum": diagnostics.singular_spectrum(query_z).numpy(),
         "std_per_dim": diagnostics.std_per_dim(query_z).numpy(),
@@ -344,7 +405,7 @@ def _evaluate(model, config, device, bank, queries, probe_views) -> tuple[dict, 
     return scalars, arrays
 
 
-def _train(config: TrainConfig, progress: bool) -> TrainResult:
+def _train(config: TrainConfig, progress: bool, callback=None) -> TrainResult:
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
@@ -382,6 +443,7 @@ def _train(config: TrainConfig, progress: bool) -> TrainResult:
     collected: dict[str, list] = {}
     running: dict[str, list] = {}
     train_seconds = 0.0
+    peak_bytes = 0
     order = torch.randperm(n_train, generator=order_gen)
 
     def record(step: int) -> None:
@@ -401,6 +463,7 @@ def _train(config: TrainConfig, progress: bool) -> TrainResult:
     for step in range(total):
         if step in eval_at:
             record(step)
+        baseline = start_peak_memory(device)
         t0 = time.perf_counter()
         position = step % per_epoch
         if position == 0 and step > 0:
@@ -417,6 +480,7 @@ def _train(config: TrainConfig, progress: bool) -> TrainResult:
         loss.backward()
         optimizer.step()
         train_seconds += time.perf_counter() - t0
+        peak_bytes = max(peak_bytes, peak_memory_since(device, baseline))
         running.setdefault("loss", []).append(loss.item())
         for k, v in terms.items():
             running.setdefault(k, []).append(v)
@@ -424,6 +488,8 @@ def _train(config: TrainConfig, progress: bool) -> TrainResult:
             history[0].update({"loss": loss.item(), **terms})
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.3g}")
+        if callback is not None:
+            callback(step + 1, total)
     bar.close()
     record(total)
 
@@ -432,6 +498,11 @@ def _train(config: TrainConfig, progress: bool) -> TrainResult:
     final["train_seconds"] = train_seconds
     final["seconds_per_step"] = train_seconds / total if total else 0.0
     final["steps"] = total
+    # The largest growth of memory during one training step, above what was held before it (the
+    # model, optimiser state and data): torch's allocator peak on CUDA; on the CPU the growth of
+    # the resident set, a lower bound (memory the allocator reuses is not seen) in which the
+    # d x d matrices of the exact loss at large d stand out.
+    final["peak_step_memory_mb"] = peak_bytes / 2**20
     arrays.update({k: np.stack(v) for k, v in collected.items()})
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     return TrainResult(config.as_dict(), history, final, arrays, state_dict=state)

@@ -151,3 +151,145 @@ class BlockSizePanel:
             self.output.clear_output(wait=True)
             display(fig)
         plt.close(fig)
+
+
+class TrainPanel:
+    """Switch the terms of a CIFAR-10 run on and off, train it with a button, see its figure.
+
+    A checkbox per term (a term that is off gets weight 0; one that is on its default weight),
+    a "Train" button with a progress bar, and ``draw(result)`` (or ``draw(result, at)`` with a
+    slider over the recorded evaluation steps, ``step_slider=True``) below. A run already
+    trained, in this session or an earlier one (the run cache), is drawn as soon as its terms
+    are chosen, so toggling back is instant; a new combination waits for the button, because
+    training takes a while on a CPU.
+
+    ``settings`` are the ``TrainConfig`` fields shared by every run of the panel (budget, d, ...).
+    """
+
+    def __init__(self, loss: str = "vicreg", *, draw: Callable[..., Any], settings: dict | None = None,
+                 step_slider: bool = False) -> None:
+        import ipywidgets as W
+
+        from .train import LOSSES
+
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        self.loss, self.draw, self.settings = loss, draw, dict(settings or {})
+        terms = VICREG_TERMS if loss == "vicreg" else BARLOW_TERMS
+        self.defaults = {k: default for k, (_, default) in terms.items()}
+        self.checkboxes = {k: W.Checkbox(value=True, description=label, indent=False) for k, (label, _) in terms.items()}
+        self.train_button = W.Button(description="Train", icon="play", button_style="primary",
+                                     tooltip="train this combination of terms (cached afterwards)")
+        self.progress = W.IntProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="240px"))
+        self.step = W.SelectionSlider(options=[0], value=0, description="step", continuous_update=False,
+                                      layout=W.Layout(width="420px")) if step_slider else None
+        self.controls = {f"{k}_on": c for k, c in self.checkboxes.items()}
+        if self.step is not None:
+            self.controls["step"] = self.step
+        self.status = W.HTML()
+        self.output = W.Output()
+        self.result = None
+        self.figure = None
+        self.updates = 0
+        self.trained = 0  # runs trained by the button (not loaded)
+        self._memo: dict[str, Any] = {}
+        self._syncing = False
+        for box in self.checkboxes.values():
+            box.observe(self.update, names="value")
+        if self.step is not None:
+            self.step.observe(self._redraw, names="value")
+        self.train_button.on_click(self.train)
+        rows = [W.HBox(list(self.checkboxes.values())), W.HBox([self.train_button, self.progress])]
+        if self.step is not None:
+            rows.append(self.step)
+        self.widget = W.VBox([*rows, self.status, self.output])
+        self.update()
+
+    def config(self):
+        from .train import TrainConfig
+
+        weights = {k: (self.defaults[k] if box.value else 0.0) for k, box in self.checkboxes.items()}
+        return TrainConfig(**{**self.settings, "loss": self.loss, **weights})
+
+    def _describe(self) -> str:
+        on = [box.description for box in self.checkboxes.values() if box.value]
+        return f"{self.loss}, terms on: {', '.join(on) or 'none'}"
+
+    def update(self, change=None) -> None:
+        """Show the run of the chosen terms if it exists; otherwise ask for the button."""
+        from .train import cached_run, run_key
+
+        config = self.config()
+        key = run_key(config)
+        if key not in self._memo:
+            found = cached_run(config)
+            if found is not None:
+                self._memo[key] = found
+        if key in self._memo:
+            self._show(self._memo[key])
+            return
+        self.result = self.figure = None
+        self.progress.value = 0
+        self.train_button.disabled = False
+        self.status.value = f"<small>{self._describe()} &mdash; not trained yet: press <b>Train</b>.</small>"
+        with self.output:
+            self.output.clear_output()
+
+    def train(self, button=None) -> None:
+        """Train the chosen combination (the button's handler), then draw it."""
+        from .train import run_key, train_ssl
+
+        config = self.config()
+        self.train_button.disabled = True
+        self.status.value = f"<small>{self._describe()} &mdash; training&hellip;</small>"
+        t0 = time.perf_counter()
+
+        def tick(done: int, total: int) -> None:
+            self.progress.max = max(total, 1)
+            self.progress.value = done
+
+        try:
+            result = train_ssl(config, progress=False, callback=tick)
+        except Exception as error:  # shown in the panel: a button handler's exception is otherwise lost
+            self.status.value = f"<small>training failed: {type(error).__name__}: {error}</small>"
+            self.train_button.disabled = False
+            raise
+        self.trained += not result.from_cache
+        self._memo[run_key(config)] = result
+        self._show(result, seconds=time.perf_counter() - t0)
+
+    def _show(self, result, seconds: float | None = None) -> None:
+        self.result = result
+        self.progress.max = max(result.final.get("steps", 1), 1)
+        self.progress.value = self.progress.max
+        self.train_button.disabled = True  # this combination is trained; toggle a term for another
+        if self.step is not None:  # the slider offers this run's evaluation steps, at the last one
+            steps = [e["step"] for e in result.history]
+            self._syncing = True
+            try:
+                if list(self.step.options) != steps:
+                    self.step.options = steps
+                self.step.value = steps[-1]
+            finally:
+                self._syncing = False
+        took = f"trained in {seconds:.0f} s" if seconds is not None else "from the cache"
+        self.status.value = (f"<small>{self._describe()} &mdash; {took}: kNN {result.final['knn_top1']:.3f}, "
+                             f"effective rank {result.final['effective_rank']:.1f}, {result.final['verdict']}</small>")
+        self._redraw()
+
+    def _redraw(self, change=None) -> None:
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        if self.result is None or (change is not None and self._syncing):
+            return
+        if self.step is None:
+            self.figure = self.draw(self.result)
+        else:
+            steps = [e["step"] for e in self.result.history]
+            self.figure = self.draw(self.result, steps.index(self.step.value))
+        self.updates += 1
+        with self.output:
+            self.output.clear_output(wait=True)
+            display(self.figure)
+        plt.close(self.figure)

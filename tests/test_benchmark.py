@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from decorr_lite.benchmark import Case, measure, measure_isolated
+from decorr_lite.benchmark import Case, measure, measure_isolated, peak_memory_since, start_peak_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,3 +43,15 @@ def test_script_writes_every_case(tmp_path):
         assert {("rfft x2", d), ("exact", d), ("gram", d), ("fft b=d", d), ("fft b=8", d)} <= labels
     assert "exact / gram time at d=32 (target >= 40)" in result["ratios"]["barlow"]
     assert "fft(b=8) / fft(b=d)" in proc.stdout and "barlow: forward+backward" in proc.stdout
+
+
+def test_peak_memory_helpers_see_a_freed_allocation():
+    """start_peak_memory / peak_memory_since (what training records per step) see an
+    allocation even after it has been freed, and not one made before the start."""
+    before = torch.ones(16 * 2**20 // 4)  # 16 MB, allocated before the measurement starts
+    baseline = start_peak_memory("cpu")
+    block = torch.ones(64 * 2**20 // 4)  # 64 MB
+    del block
+    grown = peak_memory_since("cpu", baseline)
+    assert 48 * 2**20 <= grown < 100 * 2**20, grown
+    assert before.numel()  # kept alive on purpose

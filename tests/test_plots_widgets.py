@@ -97,3 +97,110 @@ def test_toy_lessons():
         toy.train_toy(data, loss="simclr")
     with pytest.raises(ValueError, match="clean"):
         toy.toy_data(clean=0)
+
+
+# --------------------------------------------------------------------------- CIFAR-10 runs
+
+
+@pytest.fixture
+def tiny_settings(tiny_cifar):
+    return dict(data_root=str(tiny_cifar), train_subset=None, dim=12, width=4, batch_size=20, steps=4,
+                eval_points=2, eval_bank=30, eval_queries=20, final_bank=60, probe_batch=20, matrix_dims=6, knn_k=5)
+
+
+@pytest.fixture
+def tiny_runs(tiny_settings):
+    from decorr_lite.train import train_ssl
+
+    return {"full": train_ssl(progress=False, **tiny_settings),
+            "covariance off": train_ssl(progress=False, **{**tiny_settings, "cov_coeff": 0.0})}
+
+
+def test_run_figure_draws_every_run_in_every_panel(tiny_runs):
+    untrained = tiny_runs["full"]
+    fig = plots.run_figure(tiny_runs, untrained=untrained, title="t")
+    axes = fig.axes
+    assert len(axes) == 4 and fig.get_suptitle() == "t"
+    for ax in (axes[0], axes[1], axes[3]):
+        labels = [line.get_label() for line in ax.lines]
+        assert {"full", "covariance off"} <= set(labels)
+    # the effective-rank curve is the recorded history, step by step
+    line = next(line for line in axes[0].lines if line.get_label() == "covariance off")
+    np.testing.assert_allclose(line.get_ydata(), tiny_runs["covariance off"].series("effective_rank"))
+    np.testing.assert_allclose(line.get_xdata(), [0, 2, 4])
+    # histogram bars of both runs, the margin line, the untrained reference line
+    assert len(axes[2].patches) == 2 * 40
+    assert any(np.allclose(line.get_xdata(), 1.0) for line in axes[2].lines)
+    assert any(line.get_label() == "untrained encoder" for line in axes[3].lines)
+
+
+def test_matrices_figure_shows_the_recorded_step(tiny_runs):
+    run = tiny_runs["full"]
+    fig = plots.matrices_figure(run, 0)
+    assert fig.get_suptitle().startswith("step 0")
+    images = [ax.images[0].get_array() for ax in fig.axes if ax.images]
+    np.testing.assert_allclose(images[0], run.arrays["covariance"][0])
+    np.testing.assert_allclose(images[1], run.arrays["cross_correlation"][0])
+    np.testing.assert_allclose(images[2], np.eye(6))
+    lim = images[1].max(), -images[1].min()
+    assert fig.axes[1].images[0].get_clim()[1] >= max(lim)  # symmetric, covers the data
+    # the curves stop at the chosen step: one point at step 0, all three at the last step
+    curves = [ax for ax in fig.axes if len(ax.lines) == 3][0]
+    assert all(len(line.get_xdata()) == 1 for line in curves.lines)
+    last = plots.matrices_figure(run, -1)
+    assert last.get_suptitle().startswith("step 4")
+    curves = [ax for ax in last.axes if len(ax.lines) == 3][0]
+    np.testing.assert_allclose(curves.lines[0].get_ydata(), run.series("cov_offdiag_rms"))
+
+
+def test_train_panel_trains_caches_and_toggles(tiny_settings):
+    drawn = []
+
+    def draw(result):
+        import matplotlib.pyplot as plt
+
+        drawn.append(result)
+        return plt.figure()
+
+    panel = widgets.TrainPanel("vicreg", draw=draw, settings=tiny_settings)
+    # nothing trained yet: no figure, the button is enabled
+    assert panel.result is None and not panel.train_button.disabled and "press" in panel.status.value
+    panel.train_button.click()
+    assert panel.trained == 1 and panel.result is not None and drawn[-1] is panel.result
+    assert panel.progress.value == panel.progress.max == 4 and panel.train_button.disabled
+    full = panel.result
+    panel.controls["std_coeff_on"].value = False  # a new combination waits for the button
+    assert panel.result is None and panel.config().std_coeff == 0.0 and panel.config().sim_coeff == 25.0
+    panel.train_button.click()
+    assert panel.trained == 2 and panel.result.config["std_coeff"] == 0.0
+    panel.controls["std_coeff_on"].value = True  # back: memoised, no training
+    assert panel.result is full and panel.trained == 2
+    # a new panel finds both runs in the disk cache
+    other = widgets.TrainPanel("vicreg", draw=draw, settings=tiny_settings)
+    assert other.result is not None and other.result.from_cache and other.result.final == full.final
+    assert "from the cache" in other.status.value
+
+
+def test_train_panel_step_slider_and_barlow_terms(tiny_settings):
+    calls = []
+
+    def draw(result, at):
+        import matplotlib.pyplot as plt
+
+        calls.append(at)
+        return plt.figure()
+
+    panel = widgets.TrainPanel("barlow", draw=draw, settings=tiny_settings, step_slider=True)
+    assert set(panel.checkboxes) == {"on_diag_coeff", "lambd"}
+    panel.controls["lambd_on"].value = False
+    assert panel.config().lambd == 0.0 and panel.config().loss == "barlow"
+    panel.train()
+    assert list(panel.controls["step"].options) == [0, 2, 4] and panel.controls["step"].value == 4
+    assert calls == [2]  # drawn once, at the last evaluation point
+    panel.controls["step"].value = 0
+    assert calls == [2, 0] and panel.trained == 1
+
+
+def test_train_panel_rejects_an_unknown_loss():
+    with pytest.raises(ValueError, match="loss must be one of"):
+        widgets.TrainPanel("simclr", draw=lambda r: None)

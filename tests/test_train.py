@@ -24,8 +24,8 @@ def tiny(tiny_cifar):
 
 
 def strip_times(metrics):
-    """Metrics without wall-clock entries, for comparing reruns."""
-    timeless = lambda d: {k: v for k, v in d.items() if "seconds" not in k}  # noqa: E731
+    """Metrics without wall-clock and memory entries (they vary), for comparing reruns."""
+    timeless = lambda d: {k: v for k, v in d.items() if "seconds" not in k and "memory" not in k}  # noqa: E731
     return {"config": metrics["config"], "final": timeless(metrics["final"]), "history": [timeless(h) for h in metrics["history"]]}
 
 
@@ -216,3 +216,67 @@ def test_module_entry_point():
 
     done = subprocess.run([sys.executable, "-m", "decorr_lite", "train", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--no-permutation" in done.stdout
+
+
+def test_matrix_summaries_match_the_recorded_matrices(tiny):
+    """The history's off-diagonal measures of the full d x d matrices (computed through Gram
+    matrices, never forming them) against numpy on the matrices themselves (matrix_dims = d)."""
+    result = train_ssl(progress=False, cache=False, **{**tiny, "matrix_dims": tiny["dim"]})
+    d = tiny["dim"]
+    off = ~np.eye(d, dtype=bool)
+    for entry, cov, corr in zip(result.history, result.arrays["covariance"], result.arrays["cross_correlation"]):
+        assert cov.shape == corr.shape == (d, d)
+        cov_rms = np.sqrt(np.mean(cov[off] ** 2))
+        corr_rms = np.sqrt(np.mean(corr[off] ** 2))
+        assert entry["cov_offdiag_rms"] == pytest.approx(cov_rms, rel=1e-6)
+        assert entry["corr_offdiag_rms"] == pytest.approx(corr_rms, rel=1e-6)
+        assert entry["corr_diag_rms_error"] == pytest.approx(np.sqrt(np.mean((1 - np.diag(corr)) ** 2)), rel=1e-6)
+        assert entry["cov_offdiag_relative"] == pytest.approx(cov_rms / np.diag(cov).mean(), rel=1e-6)
+        assert entry["corr_offdiag_relative"] == pytest.approx(corr_rms / abs(np.diag(corr).mean()), rel=1e-6)
+
+
+def test_callback_sees_every_step_and_memory_is_recorded(tiny):
+    calls = []
+    result = train_ssl(progress=False, callback=lambda done, total: calls.append((done, total)), **tiny)
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert np.isfinite(result.final["peak_step_memory_mb"]) and result.final["peak_step_memory_mb"] >= 0
+    calls.clear()
+    again = train_ssl(progress=False, callback=lambda done, total: calls.append((done, total)), **tiny)
+    assert again.from_cache and calls == []  # a cached run trains nothing, so reports nothing
+
+
+def test_cached_run_and_float_fields(tiny):
+    assert train.cached_run(**tiny) is None
+    trained = train_ssl(progress=False, **{**tiny, "std_coeff": 0})
+    # std_coeff=0 and std_coeff=0.0 are the same configuration, hence the same cached run
+    assert TrainConfig(**{**tiny, "std_coeff": 0}).std_coeff == 0.0
+    assert train.run_key(TrainConfig(**{**tiny, "std_coeff": 0})) == train.run_key(TrainConfig(**{**tiny, "std_coeff": 0.0}))
+    found = train.cached_run(**{**tiny, "std_coeff": 0.0})
+    assert found is not None and found.from_cache and found.final == trained.final
+    assert train.cached_run(TrainConfig(**tiny)) is None  # the full loss was never trained
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_classroom_settings_are_valid_configurations(quick):
+    settings = train.classroom_settings(quick)
+    config = TrainConfig(**settings)
+    assert config.method == "exact" and config.loss == "vicreg"
+    other = train.classroom_settings(not quick)
+    assert (settings["steps"] < other["steps"]) == quick and (settings["dim"] < other["dim"]) == quick
+
+
+def test_classroom_settings_follow_quick_mode(monkeypatch):
+    monkeypatch.setenv("DECORR_QUICK", "1")
+    assert train.classroom_settings() == train.classroom_settings(True)
+    monkeypatch.setenv("DECORR_QUICK", "0")
+    assert train.classroom_settings() == train.classroom_settings(False)
+
+
+def test_summary_table(tiny):
+    runs = {"full": train_ssl(progress=False, **tiny), "variance off": train_ssl(progress=False, **{**tiny, "std_coeff": 0})}
+    lines = train.summary_table(runs).splitlines()
+    assert lines[0].split()[:4] == ["run", "steps", "s/step", "kNN"] and set(lines[1]) == {"-"}
+    assert len(lines) == 4
+    for line, (label, run) in zip(lines[2:], runs.items()):
+        assert line.startswith(label)
+        assert f"{run.final['knn_top1']:.3f}" in line and line.rstrip().endswith(run.final["verdict"])
