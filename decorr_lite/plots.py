@@ -200,19 +200,20 @@ def run_figure(results: dict, *, untrained=None, title: str | None = None):
 
 def matrices_figure(result, at: int = -1, *, title: str | None = None):
     """The probe batch's covariance (of view 1) and cross-correlation (view 1 vs view 2) at
-    evaluation point ``at``, the identity they are pushed towards, and the off-diagonal RMS
-    and diagonal error of the full d x d matrices over training up to that point."""
+    evaluation point ``at``, the identity they are pushed towards, and, over training up to that
+    point, the off-diagonal RMS of the full d x d matrices relative to their mean diagonal entry
+    and the diagonal error of C."""
     at = range(len(result.history))[at]
     cov, corr = result.arrays["covariance"][at], result.arrays["cross_correlation"][at]
     fig, axes = new_axes(4, size=3.1)
     # one colour scale for the two correlation-like matrices, so that "more red" means the same
     vmax = max(1.0, float(np.abs(corr).max()))
-    matrix(axes[0], cov, title="covariance of $z_1$ (VICReg's target: I)")
+    matrix(axes[0], cov, title="covariance of $z_1$ (VICReg: off-diagonal to 0)")
     matrix(axes[1], corr, title="cross-correlation C (Barlow Twins' target: I)", vmax=vmax)
     matrix(axes[2], np.eye(corr.shape[0]), title="the target, I", vmax=vmax)
-    history(axes[3], result, "cov_offdiag_rms", label="covariance, off-diagonal RMS", upto=at)
-    history(axes[3], result, "corr_offdiag_rms", label="C, off-diagonal RMS", upto=at)
-    history(axes[3], result, "corr_diag_rms_error", label="C, RMS of (1 - C_ii)", upto=at)
+    history(axes[3], result, "cov_offdiag_relative", label="covariance: off-diagonal RMS / mean variance", upto=at)
+    history(axes[3], result, "corr_offdiag_relative", label="C: off-diagonal RMS / mean $C_{ii}$", upto=at)
+    history(axes[3], result, "corr_diag_rms_error", label="C: RMS of $1 - C_{ii}$", upto=at)
     steps = [e["step"] for e in result.history]
     axes[3].set_xlim(min(steps) - 0.03 * max(steps[-1], 1), steps[-1] * 1.03 + 1)
     axes[3].set_title(f"full {result.config['dim']} x {result.config['dim']} matrices", fontsize=9)

@@ -150,7 +150,8 @@ def test_matrices_figure_shows_the_recorded_step(tiny_runs):
     last = plots.matrices_figure(run, -1)
     assert last.get_suptitle().startswith("step 4")
     curves = [ax for ax in last.axes if len(ax.lines) == 3][0]
-    np.testing.assert_allclose(curves.lines[0].get_ydata(), run.series("cov_offdiag_rms"))
+    np.testing.assert_allclose(curves.lines[0].get_ydata(), run.series("cov_offdiag_relative"))
+    np.testing.assert_allclose(curves.lines[2].get_ydata(), run.series("corr_diag_rms_error"))
 
 
 def test_train_panel_trains_caches_and_toggles(tiny_settings):
