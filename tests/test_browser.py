@@ -229,8 +229,10 @@ def test_notebook_runs_and_renders_in_jupyterlab(browser, lab, name):
         (SCREENSHOTS / f"{stem}.html").write_text(page.content())
         raise
     finally:
-        page.evaluate(f"() => {CURRENT}.sessionContext.shutdown()")
-        page.close()
+        try:  # the kernel goes now; the server's shutdown would also take it
+            page.evaluate(f"() => {CURRENT}.sessionContext.shutdown()")
+        finally:
+            page.close()
 
 
 def _check_checkbox_redraws(page) -> None:
