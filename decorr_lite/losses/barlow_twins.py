@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import torch
 
+from . import _distributed
 from ._checks import check_decorrelation_options, check_pair, check_positive
 from ._matrix import off_diagonal as _off_diagonal
 from ._matrix import power_sum
 from .circular import circular_blocks, permute_features
-from .cross_correlation import batch_standardize
+from .cross_correlation import BATCHNORM_EPS, batch_standardize
 
 
 def barlow_twins_loss(
@@ -35,6 +36,7 @@ def barlow_twins_loss(
     exponent: float = 2,
     permutation: torch.Tensor | None = None,
     check_finite: bool = True,
+    gather_distributed: bool = False,
 ) -> torch.Tensor:
     """Barlow Twins loss of two views, as the official implementation computes it.
 
@@ -52,6 +54,12 @@ def barlow_twins_loss(
         permutation: a permutation of range(d) applied to the features of both views before
             blocking (``"fft"`` only; the exact value does not depend on it).
         check_finite: reject NaN/Inf (a full pass over the data; training loops may skip it).
+        gather_distributed: when a ``torch.distributed`` process group is initialised, compute
+            the loss of the global batch (standardised with global statistics), as one process
+            would. Gradients with respect to the local embeddings are world_size times the
+            single-process ones, so that DDP's gradient averaging gives the single-process
+            parameter gradients (``losses/_distributed.py``). ``"exact"``/``"gram"`` gather the
+            embeddings; ``"fft"`` all-reduces only sums.
 
     Returns:
         0-dim tensor.
@@ -59,7 +67,7 @@ def barlow_twins_loss(
     check_positive(lambd, "lambd", allow_zero=True)
     terms = barlow_twins_terms(
         z1, z2, off_diagonal=bool(lambd), method=method, block_size=block_size, exponent=exponent,
-        permutation=permutation, check_finite=check_finite,
+        permutation=permutation, check_finite=check_finite, gather_distributed=gather_distributed,
     )
     if not lambd:
         return terms["on_diagonal"]
@@ -76,6 +84,7 @@ def barlow_twins_terms(
     exponent: float = 2,
     permutation: torch.Tensor | None = None,
     check_finite: bool = True,
+    gather_distributed: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The unweighted Barlow Twins terms, for logging each one.
 
@@ -88,6 +97,19 @@ def barlow_twins_terms(
     method, block_size, exponent, permutation = check_decorrelation_options(
         method, block_size, exponent, permutation, d, z1.device
     )
+
+    distributed = gather_distributed and _distributed.active()
+    if distributed and method != "fft":  # exact and gram need every row: gather them
+        z1, z2 = _distributed.gather_rows(z1), _distributed.gather_rows(z2)
+        n, distributed = z1.shape[0], False
+    if distributed:  # fft needs only sums: global statistics, then sums all-reduced
+        n = _distributed.global_count(n, z1.device)
+        a, b = _standardize_globally(z1, n), _standardize_globally(z2, n)
+        c_diag = _distributed.all_reduce_sum((a * b).sum(dim=0)) / n
+        out = {"on_diagonal": (1 - c_diag).pow(2).sum()}
+        if off_diagonal:
+            out["off_diagonal"] = _relaxed_off_diagonal(a, b, block_size, exponent, permutation, n)
+        return out
 
     a, b = batch_standardize(z1), batch_standardize(z2)
     if method == "exact":
@@ -106,12 +128,25 @@ def barlow_twins_terms(
     return out
 
 
+def _standardize_globally(z: torch.Tensor, n: int, eps: float = BATCHNORM_EPS) -> torch.Tensor:
+    """``batch_standardize`` with the mean and biased variance of the global batch (n rows over
+    all ranks); plain autograd through the all-reduces."""
+    centred = z - _distributed.all_reduce_sum(z.sum(dim=0)) / n
+    return centred * torch.rsqrt(_distributed.all_reduce_sum(centred.pow(2).sum(dim=0)) / n + eps)
+
+
 def _relaxed_off_diagonal(
-    a: torch.Tensor, b: torch.Tensor, block_size: int, exponent: float, permutation: torch.Tensor | None
+    a: torch.Tensor, b: torch.Tensor, block_size: int, exponent: float, permutation: torch.Tensor | None,
+    global_n: int | None = None,
 ) -> torch.Tensor:
+    """``global_n`` given: ``a`` and ``b`` are this rank's rows of the globally standardised
+    views, and the sums of wrapped diagonals are all-reduced (O(g*g*b) numbers)."""
     n = a.shape[0]
     a, b = permute_features(a, permutation), permute_features(b, permutation)
-    sums = circular_blocks(a, b, block_size) / n
+    sums = circular_blocks(a, b, block_size)
+    if global_n is not None:
+        sums, n = _distributed.all_reduce_sum(sums), global_n
+    sums = sums / n
     num_blocks = sums.shape[0]
     blocks = torch.arange(num_blocks, device=sums.device)
     # Diagonal blocks: shift 0 holds the C_ii (the on-diagonal term's business), so skip it.

@@ -12,12 +12,17 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_embeddings, check_positive
+from ._distributed import all_reduce_sum, global_count
 
 
-def variance_penalty(centred: torch.Tensor, gamma: float, eps: float) -> torch.Tensor:
-    """The hinge itself, on already-checked, centred input (shared with ``vicreg_loss``)."""
+def variance_penalty(centred: torch.Tensor, gamma: float, eps: float, distributed: bool = False) -> torch.Tensor:
+    """The hinge itself, on already-checked, centred input (shared with ``vicreg_loss``).
+    ``distributed``: ``centred`` is this rank's rows, centred with the global mean."""
     # unbiased variance from the centred values (torch.var's column reduction is slow on CPU)
-    std = torch.sqrt(centred.pow(2).sum(dim=0) / (centred.shape[0] - 1) + eps)
+    squares, n = centred.pow(2).sum(dim=0), centred.shape[0]
+    if distributed:
+        squares, n = all_reduce_sum(squares), global_count(n, centred.device)
+    std = torch.sqrt(squares / (n - 1) + eps)
     return F.relu(gamma - std).mean()
 
 

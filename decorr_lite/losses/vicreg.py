@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 import torch
 
+from . import _distributed
 from ._checks import check_decorrelation_options, check_pair, check_positive
 from .covariance import covariance_penalty
 from .invariance import invariance_loss
@@ -35,6 +36,7 @@ def vicreg_loss(
     gamma: float = 1.0,
     eps: float = 1e-4,
     check_finite: bool = True,
+    gather_distributed: bool = False,
 ) -> torch.Tensor:
     """VICReg loss of two views.
 
@@ -46,6 +48,12 @@ def vicreg_loss(
             see ``covariance_loss``. The invariance and variance terms are not relaxed.
         gamma, eps: margin and epsilon of the variance hinge; see ``variance_loss``.
         check_finite: reject NaN/Inf (a full pass over the data; training loops may skip it).
+        gather_distributed: when a ``torch.distributed`` process group is initialised, compute
+            the loss of the global batch (every rank's rows), as one process would. Gradients
+            with respect to the local embeddings are world_size times the single-process ones,
+            so that DDP's gradient averaging gives the single-process parameter gradients
+            (``losses/_distributed.py``). ``"exact"``/``"gram"`` gather the embeddings;
+            ``"fft"`` all-reduces only sums.
 
     Returns:
         0-dim tensor. Cost: O(n*d) plus that of the covariance method, twice.
@@ -56,6 +64,7 @@ def vicreg_loss(
     terms = vicreg_terms(
         z1, z2, terms=[name for name, w in weights.items() if w], method=method, block_size=block_size,
         exponent=exponent, permutation=permutation, gamma=gamma, eps=eps, check_finite=check_finite,
+        gather_distributed=gather_distributed,
     )
     loss = z1.new_zeros(())
     for name, value in terms.items():
@@ -75,6 +84,7 @@ def vicreg_terms(
     gamma: float = 1.0,
     eps: float = 1e-4,
     check_finite: bool = True,
+    gather_distributed: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The unweighted VICReg terms, for logging each one (training curves, notebooks).
 
@@ -94,16 +104,36 @@ def vicreg_terms(
         method, block_size, exponent, permutation, d, z1.device
     )
 
+    # Across processes: exact and gram need every row (gather them, then compute as one process
+    # would); fft needs only sums, which are all-reduced where they are formed.
+    distributed = gather_distributed and _distributed.active()
+    if distributed and method != "fft":
+        z1, z2 = _distributed.gather_rows(z1), _distributed.gather_rows(z2)
+        distributed = False
+
     out = {}
     if "invariance" in terms:
-        out["invariance"] = invariance_loss(z1, z2, check_finite=False)
+        if distributed:
+            count = _distributed.global_count(z1.shape[0], z1.device) * d
+            out["invariance"] = _distributed.all_reduce_sum((z1 - z2).pow(2).sum()) / count
+        else:
+            out["invariance"] = invariance_loss(z1, z2, check_finite=False)
     if "variance" in terms or "covariance" in terms:
         # both the variance and the covariance term work on the centred views: centre once
-        c1, c2 = z1 - z1.mean(dim=0), z2 - z2.mean(dim=0)
+        c1, c2 = _centre(z1, distributed), _centre(z2, distributed)
         if "variance" in terms:
-            out["variance"] = (variance_penalty(c1, gamma, eps) + variance_penalty(c2, gamma, eps)) / 2
+            out["variance"] = (variance_penalty(c1, gamma, eps, distributed)
+                               + variance_penalty(c2, gamma, eps, distributed)) / 2
         if "covariance" in terms:
-            out["covariance"] = covariance_penalty(c1, method, block_size, exponent, permutation) + (
-                covariance_penalty(c2, method, block_size, exponent, permutation)
+            out["covariance"] = covariance_penalty(c1, method, block_size, exponent, permutation, distributed) + (
+                covariance_penalty(c2, method, block_size, exponent, permutation, distributed)
             )
     return out
+
+
+def _centre(z: torch.Tensor, distributed: bool) -> torch.Tensor:
+    """Subtract the batch mean: of the local rows, or of the global batch."""
+    if not distributed:
+        return z - z.mean(dim=0)
+    total = _distributed.all_reduce_sum(z.sum(dim=0))
+    return z - total / _distributed.global_count(z.shape[0], z.device)
