@@ -7,6 +7,7 @@ command line, the Python API and the cache key always agree.
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import json
 import sys
@@ -58,7 +59,10 @@ def _parser() -> argparse.ArgumentParser:
         "train",
         help="self-supervised training on CIFAR-10; writes metrics.json",
         description="Train an encoder with VICReg or Barlow Twins on CIFAR-10 and write metrics.json "
-        "(config, final, history) to --out. Runs are cached in $DECORR_CACHE/runs by configuration.",
+        "(config, final, history) to --out. Runs are cached in $DECORR_CACHE/runs by configuration. "
+        "Under torchrun (torchrun --nproc-per-node N -m decorr_lite train ...) the global batch "
+        "(--batch-size) is split over N processes (gloo on the CPU, NCCL on CUDA) and the loss is "
+        "computed on the global batch; process 0 evaluates, saves and prints.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for f in dataclasses.fields(TrainConfig):
@@ -106,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     result = train_ssl(config, cache=not no_cache, out=out, progress=not quiet)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, process 0 reports and saves
+        return 0
     print(summary_table(result))
     if result.path is not None:
         print(f"written to {result.path}" + (" (from the cache)" if result.from_cache else ""))

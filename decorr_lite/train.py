@@ -200,8 +200,13 @@ class TrainResult:
         return model.eval()
 
 
-def run_key(config: TrainConfig) -> str:
-    payload = json.dumps({"format": RUN_FORMAT, **config.as_dict()}, sort_keys=True)
+def run_key(config: TrainConfig, world_size: int = 1) -> str:
+    """The cache key: a hash of every setting (and of the number of processes, when several
+    train one run together: their augmentations and BatchNorm statistics differ)."""
+    fields = {"format": RUN_FORMAT, **config.as_dict()}
+    if world_size > 1:
+        fields["world_size"] = world_size
+    payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -231,13 +236,20 @@ def train_ssl(
         config = TrainConfig(**settings)
     elif settings:
         config = dataclasses.replace(config, **settings)
-    run_dir = cache_dir() / "runs" / run_key(config)
-    result = cached_run(config) if cache else None
-    if result is None:
-        result = _train(config, progress, callback)
-        if cache:
-            _save_run(result, run_dir)
-            result.path = run_dir
+    world, rank, started_group = _distributed_setup(config)
+    try:
+        run_dir = cache_dir() / "runs" / run_key(config, world)
+        result = _load(run_dir) if cache else None
+        if result is None:
+            result = _train(config, progress and rank == 0, callback, world, rank)
+            if rank != 0:  # the other processes helped train; process 0 evaluates and saves
+                return result
+            if cache:
+                _save_run(result, run_dir)
+                result.path = run_dir
+    finally:
+        if started_group:
+            torch.distributed.destroy_process_group()
     if out is not None:
         out = Path(out)
         if result.path is not None and result.path.resolve() != out.resolve():
@@ -253,7 +265,10 @@ def train_ssl(
 def cached_run(config: TrainConfig | None = None, **settings) -> TrainResult | None:
     """The run of this configuration from the cache, or None if it was never trained."""
     config = TrainConfig(**settings) if config is None else dataclasses.replace(config, **settings)
-    run_dir = cache_dir() / "runs" / run_key(config)
+    return _load(cache_dir() / "runs" / run_key(config))
+
+
+def _load(run_dir: Path) -> TrainResult | None:
     if not (run_dir / "metrics.json").is_file():
         return None
     result = load_run(run_dir)
@@ -289,19 +304,22 @@ def _save_run(result: TrainResult, path: Path) -> None:
 # --------------------------------------------------------------------------- the training loop
 
 
-def _loss_terms(config: TrainConfig, z1: torch.Tensor, z2: torch.Tensor, permutation) -> tuple[torch.Tensor, dict]:
-    """The weighted loss (with gradient through active terms) and every term's value."""
+def _loss_terms(config: TrainConfig, z1: torch.Tensor, z2: torch.Tensor, permutation,
+                distributed: bool = False) -> tuple[torch.Tensor, dict]:
+    """The weighted loss (with gradient through active terms) and every term's value; with
+    ``distributed``, of the global batch over every process (``gather_distributed``)."""
     if config.loss == "vicreg":
         weights = {"invariance": config.sim_coeff, "variance": config.std_coeff, "covariance": config.cov_coeff}
         compute = lambda terms: vicreg_terms(  # noqa: E731
             z1, z2, terms=terms, method=config.method, block_size=config.block_size,
-            exponent=config.exponent, permutation=permutation, check_finite=False,
+            exponent=config.exponent, permutation=permutation, check_finite=False, gather_distributed=distributed,
         )
     else:
         weights = {"on_diagonal": config.on_diag_coeff, "off_diagonal": config.lambd}
         compute = lambda terms: barlow_twins_terms(  # noqa: E731
             z1, z2, off_diagonal="off_diagonal" in terms, method=config.method,
             block_size=config.block_size, exponent=config.exponent, permutation=permutation, check_finite=False,
+            gather_distributed=distributed,
         )
     active = [t for t, w in weights.items() if w]
     values = compute(active) if active else {}
@@ -408,11 +426,32 @@ def _evaluate(model, config, device, bank, queries, probe_views) -> tuple[dict, 
     return scalars, arrays
 
 
-def _train(config: TrainConfig, progress: bool, callback=None) -> TrainResult:
+def _distributed_setup(config: TrainConfig) -> tuple[int, int, bool]:
+    """(world size, rank, whether this call started the process group).
+
+    Under ``torchrun`` (WORLD_SIZE > 1 in the environment) the default process group is
+    started here if the caller has not: NCCL when training on CUDA, gloo on the CPU. Without
+    torchrun, or with one process, training is single-process.
+    """
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank(), False
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 1, 0, False
+    cuda = resolve_device(config.device).startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_world_size(), dist.get_rank(), True
+
+
+def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, rank: int = 0) -> TrainResult:
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     device = torch.device(resolve_device(config.device))
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())  # this process's GPU
     train_x, train_y = load_cifar10("train", config.data_root, subset=config.train_subset, seed=config.seed, progress=progress)
     test_x, test_y = load_cifar10("test", config.data_root, progress=progress)
     if config.batch_size > train_x.shape[0]:
@@ -434,6 +473,15 @@ def _train(config: TrainConfig, progress: bool, callback=None) -> TrainResult:
 
     torch.manual_seed(config.seed)
     model = build_model(config.encoder, config.dim, config.hidden_dim, config.width).to(device)
+    forward = model
+    if world > 1:
+        # Every process starts from the same weights (same seed) and DDP keeps them equal. The
+        # loss is computed on the global batch (gather_distributed); its local gradients are
+        # world_size times the true ones, which DDP's averaging undoes. BatchNorm statistics
+        # stay per process (no SyncBatchNorm: it needs CUDA, and process 0's evaluation, which
+        # runs BatchNorm in training mode alone, would wait for the others forever).
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     order_gen = torch.Generator().manual_seed(config.seed)
     perm_gen = torch.Generator().manual_seed(config.seed + 5)
@@ -450,6 +498,9 @@ def _train(config: TrainConfig, progress: bool, callback=None) -> TrainResult:
     order = torch.randperm(n_train, generator=order_gen)
 
     def record(step: int) -> None:
+        if rank != 0:  # process 0 evaluates; the others wait for it at the next collective
+            running.clear()
+            return
         scalars, arr = _evaluate(model, config, device, bank, queries, probe_views)
         entry = {"step": step, "epoch": step / per_epoch, "seconds": train_seconds}
         # the mean of each term over the steps since the previous evaluation point; at step 0
@@ -471,12 +522,15 @@ def _train(config: TrainConfig, progress: bool, callback=None) -> TrainResult:
         position = step % per_epoch
         if position == 0 and step > 0:
             order = torch.randperm(n_train, generator=order_gen)
-        batch = train_x[order[position * config.batch_size : (position + 1) * config.batch_size]].to(device)
-        v1, v2 = augment(batch, seed=config.seed * 1_000_003 + step + 1)
+        batch = train_x[order[position * config.batch_size : (position + 1) * config.batch_size]]
+        seed = config.seed * 1_000_003 + step + 1
+        if world > 1:  # this process's share of the global batch, with its own augmentations
+            batch, seed = batch.tensor_split(world)[rank], seed + 7919 * rank
+        v1, v2 = augment(batch.to(device), seed=seed)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, total, config)
-        z1, z2 = model(v1), model(v2)
-        loss, terms = _loss_terms(config, z1, z2, _permutation(config, perm_gen, device))
+        z1, z2 = forward(v1), forward(v2)
+        loss, terms = _loss_terms(config, z1, z2, _permutation(config, perm_gen, device), distributed=world > 1)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss.item()} at step {step}: lower lr (now {config.lr})")
         optimizer.zero_grad(set_to_none=True)
@@ -487,7 +541,7 @@ def _train(config: TrainConfig, progress: bool, callback=None) -> TrainResult:
         running.setdefault("loss", []).append(loss.item())
         for k, v in terms.items():
             running.setdefault(k, []).append(v)
-        if step == 0:
+        if step == 0 and rank == 0:
             history[0].update({"loss": loss.item(), **terms})
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.3g}")
@@ -495,12 +549,15 @@ def _train(config: TrainConfig, progress: bool, callback=None) -> TrainResult:
             callback(step + 1, total)
     bar.close()
     record(total)
+    if rank != 0:
+        return TrainResult(config.as_dict(), [], {"steps": total, "train_seconds": train_seconds}, {})
 
     final = _final_evaluation(model, config, device, train_x, train_y, test_x, test_y, pick)
     final["seconds"] = time.perf_counter() - started
     final["train_seconds"] = train_seconds
     final["seconds_per_step"] = train_seconds / total if total else 0.0
     final["steps"] = total
+    final["world_size"] = world
     # The largest growth of memory during one training step, above what was held before it (the
     # model, optimiser state and data): torch's allocator peak on CUDA; on the CPU the growth of
     # the resident set, a lower bound (memory the allocator reuses is not seen) in which the

@@ -280,3 +280,25 @@ def test_summary_table(tiny):
     for line, (label, run) in zip(lines[2:], runs.items()):
         assert line.startswith(label)
         assert f"{run.final['knn_top1']:.3f}" in line and line.rstrip().endswith(run.final["verdict"])
+
+
+def test_torchrun_trains_with_two_processes(tiny, tmp_path):
+    """torchrun --nproc-per-node 2 -m decorr_lite train: gloo on the CPU, the global batch split
+    over the two processes, process 0 evaluates, saves and prints."""
+    import subprocess
+    import sys
+
+    argv = ["--loss", "barlow", "--method", "fft", "--data-root", tiny["data_root"], "--train-subset", "0",
+            "--dim", "16", "--width", "4", "--batch-size", "20", "--steps", "2", "--eval-points", "1",
+            "--eval-bank", "30", "--eval-queries", "20", "--final-bank", "60", "--probe-batch", "20",
+            "--matrix-dims", "8", "--knn-k", "5", "--out", str(tmp_path / "x"), "--quiet", "--device", "cpu"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "decorr_lite", "train", *argv]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "x" / "metrics.json").read_text())
+    assert metrics["final"]["world_size"] == 2 and metrics["final"]["steps"] == 2
+    assert len(metrics["history"]) == 2 and np.isfinite(metrics["history"][-1]["loss"])
+    assert done.stdout.count("final: kNN top-1") == 1  # one report, from process 0
+    # a different run from the single-process one: its own cache key
+    assert train.run_key(TrainConfig(**tiny), 2) != train.run_key(TrainConfig(**tiny))
