@@ -250,7 +250,7 @@ def train_ssl(
     finally:
         if started_group:
             torch.distributed.destroy_process_group()
-    if out is not None:
+    if out is not None and rank == 0:  # one writer, also when every process found the run cached
         out = Path(out)
         if result.path is not None and result.path.resolve() != out.resolve():
             out.mkdir(parents=True, exist_ok=True)
