@@ -62,6 +62,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _rows(world: int, rank: int) -> slice:
+    """The rows of the global batch that ``rank`` holds."""
+    start = sum(SPLITS[world][:rank])
+    return slice(start, start + SPLITS[world][rank])
+
+
 def _init(rank: int, world: int, port: int) -> None:
     torch.set_num_threads(1)
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
@@ -72,8 +78,7 @@ def _losses_worker(rank: int, world: int, port: int, out: str) -> None:
     _init(rank, world, port)
     try:
         z1, z2 = global_batch()
-        start = sum(SPLITS[world][:rank])
-        rows = slice(start, start + SPLITS[world][rank])
+        rows = _rows(world, rank)
         results = []
         for _, fn, kwargs in cases():
             a, b = z1[rows].clone().requires_grad_(), z2[rows].clone().requires_grad_()
@@ -94,10 +99,8 @@ def test_distributed_loss_and_gradients_equal_single_process(world, tmp_path):
         a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
         loss = fn(a, b, **kwargs)
         loss.backward()
-        start = 0
         for rank in range(world):
-            rows = slice(start, start + SPLITS[world][rank])
-            start = rows.stop
+            rows = _rows(world, rank)
             got_loss, got_a, got_b = per_rank[rank][i]
             torch.testing.assert_close(got_loss, loss.detach(), rtol=1e-10, atol=1e-12, msg=f"{name}, rank {rank}")
             torch.testing.assert_close(got_a, world * a.grad[rows], rtol=1e-9, atol=1e-12, msg=f"{name}, rank {rank}")
@@ -144,8 +147,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     _init(rank, world, port)
     try:
         x1, x2 = _inputs()
-        start = sum(SPLITS[world][:rank])
-        rows = slice(start, start + SPLITS[world][rank])
+        rows = _rows(world, rank)
         params = []
         for loss_name, kwargs in TRAIN_CASES:
             ddp = torch.nn.parallel.DistributedDataParallel(_model())
