@@ -22,24 +22,25 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_decorrelation_options, check_embeddings
-from ._distributed import all_reduce_sum, global_count
+from ._distributed import all_reduce_sum
 from ._matrix import off_diagonal, power_sum
 from .circular import circular_blocks, permute_features
 
 
 def covariance_penalty(
     zc: torch.Tensor, method: str, block_size: int, exponent: float, permutation: torch.Tensor | None,
-    distributed: bool = False,
+    global_n: int | None = None,
 ) -> torch.Tensor:
     """The penalty on already-checked, centred input (shared with ``vicreg_loss``).
 
-    ``distributed`` (``"fft"`` only): ``zc`` is this rank's rows, centred with the global mean;
-    the sums of wrapped diagonals are all-reduced over the ranks (``_distributed.py``).
+    ``global_n`` (``"fft"`` only): ``zc`` is this rank's rows of a global batch of ``global_n``
+    rows, centred with the global mean; the sums of wrapped diagonals are all-reduced over the
+    ranks (``_distributed.py``).
     """
-    if distributed:
+    if global_n is not None:
         if method != "fft":
             raise ValueError("a distributed exact or gram penalty needs the gathered rows, not sums")
-        return _relaxed_penalty(zc, block_size, exponent, permutation, distributed=True)
+        return _relaxed_penalty(zc, block_size, exponent, permutation, global_n)
     n, d = zc.shape
     if method == "exact":
         cov = zc.T @ zc / (n - 1)
@@ -54,13 +55,13 @@ def covariance_penalty(
 
 
 def _relaxed_penalty(
-    zc: torch.Tensor, block_size: int, exponent: float, permutation: torch.Tensor | None, distributed: bool = False
+    zc: torch.Tensor, block_size: int, exponent: float, permutation: torch.Tensor | None, global_n: int | None = None
 ) -> torch.Tensor:
     n, d = zc.shape
     zc = permute_features(zc, permutation)
     sums = circular_blocks(zc, zc, block_size)  # (g, g, b); one FFT: zc is zc
-    if distributed:  # a sum over samples: add up the ranks' sums, O(g*g*b) numbers
-        sums, n = all_reduce_sum(sums), global_count(n, zc.device)
+    if global_n is not None:  # a sum over samples: add up the ranks' sums, O(g*g*b) numbers
+        sums, n = all_reduce_sum(sums), global_n
     sums = sums / (n - 1)
     num_blocks = sums.shape[0]
 

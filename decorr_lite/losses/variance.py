@@ -12,16 +12,17 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_embeddings, check_positive
-from ._distributed import all_reduce_sum, global_count
+from ._distributed import all_reduce_sum
 
 
-def variance_penalty(centred: torch.Tensor, gamma: float, eps: float, distributed: bool = False) -> torch.Tensor:
+def variance_penalty(centred: torch.Tensor, gamma: float, eps: float, global_n: int | None = None) -> torch.Tensor:
     """The hinge itself, on already-checked, centred input (shared with ``vicreg_loss``).
-    ``distributed``: ``centred`` is this rank's rows, centred with the global mean."""
+    ``global_n``: ``centred`` is this rank's rows of a global batch of ``global_n`` rows,
+    centred with the global mean."""
     # unbiased variance from the centred values (torch.var's column reduction is slow on CPU)
     squares, n = centred.pow(2).sum(dim=0), centred.shape[0]
-    if distributed:
-        squares, n = all_reduce_sum(squares), global_count(n, centred.device)
+    if global_n is not None:
+        squares, n = all_reduce_sum(squares), global_n
     std = torch.sqrt(squares / (n - 1) + eps)
     return F.relu(gamma - std).mean()
 

@@ -106,34 +106,35 @@ def vicreg_terms(
 
     # Across processes: exact and gram need every row (gather them, then compute as one process
     # would); fft needs only sums, which are all-reduced where they are formed.
-    distributed = gather_distributed and _distributed.active()
-    if distributed and method != "fft":
-        z1, z2 = _distributed.gather_rows(z1), _distributed.gather_rows(z2)
-        distributed = False
+    # global_n, the rows over all ranks, is counted once and marks the sums-only (fft) path.
+    global_n = None
+    if gather_distributed and _distributed.active():
+        if method == "fft":
+            global_n = _distributed.global_count(z1.shape[0], z1.device)
+        else:
+            z1, z2 = _distributed.gather_rows(z1), _distributed.gather_rows(z2)
 
     out = {}
     if "invariance" in terms:
-        if distributed:
-            count = _distributed.global_count(z1.shape[0], z1.device) * d
-            out["invariance"] = _distributed.all_reduce_sum((z1 - z2).pow(2).sum()) / count
+        if global_n is not None:
+            out["invariance"] = _distributed.all_reduce_sum((z1 - z2).pow(2).sum()) / (global_n * d)
         else:
             out["invariance"] = invariance_loss(z1, z2, check_finite=False)
     if "variance" in terms or "covariance" in terms:
         # both the variance and the covariance term work on the centred views: centre once
-        c1, c2 = _centre(z1, distributed), _centre(z2, distributed)
+        c1, c2 = _centre(z1, global_n), _centre(z2, global_n)
         if "variance" in terms:
-            out["variance"] = (variance_penalty(c1, gamma, eps, distributed)
-                               + variance_penalty(c2, gamma, eps, distributed)) / 2
+            out["variance"] = (variance_penalty(c1, gamma, eps, global_n)
+                               + variance_penalty(c2, gamma, eps, global_n)) / 2
         if "covariance" in terms:
-            out["covariance"] = covariance_penalty(c1, method, block_size, exponent, permutation, distributed) + (
-                covariance_penalty(c2, method, block_size, exponent, permutation, distributed)
+            out["covariance"] = covariance_penalty(c1, method, block_size, exponent, permutation, global_n) + (
+                covariance_penalty(c2, method, block_size, exponent, permutation, global_n)
             )
     return out
 
 
-def _centre(z: torch.Tensor, distributed: bool) -> torch.Tensor:
-    """Subtract the batch mean: of the local rows, or of the global batch."""
-    if not distributed:
+def _centre(z: torch.Tensor, global_n: int | None) -> torch.Tensor:
+    """Subtract the batch mean: of the local rows, or of the global batch of ``global_n`` rows."""
+    if global_n is None:
         return z - z.mean(dim=0)
-    total = _distributed.all_reduce_sum(z.sum(dim=0))
-    return z - total / _distributed.global_count(z.shape[0], z.device)
+    return z - _distributed.all_reduce_sum(z.sum(dim=0)) / global_n
