@@ -74,25 +74,30 @@ def _init(rank: int, world: int, port: int) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
 
 
-def _losses_worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, job) -> None:
+    """One spawned process: join the group, run ``job(world, rank)``, save what it returns."""
     _init(rank, world, port)
     try:
-        z1, z2 = global_batch()
-        rows = _rows(world, rank)
-        results = []
-        for _, fn, kwargs in cases():
-            a, b = z1[rows].clone().requires_grad_(), z2[rows].clone().requires_grad_()
-            loss = fn(a, b, gather_distributed=True, **kwargs)
-            loss.backward()
-            results.append((loss.detach(), a.grad, b.grad))
-        torch.save(results, Path(out) / f"rank{rank}.pt")
+        torch.save(job(world, rank), Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
+def _loss_results(world: int, rank: int) -> list:
+    z1, z2 = global_batch()
+    rows = _rows(world, rank)
+    results = []
+    for _, fn, kwargs in cases():
+        a, b = z1[rows].clone().requires_grad_(), z2[rows].clone().requires_grad_()
+        loss = fn(a, b, gather_distributed=True, **kwargs)
+        loss.backward()
+        results.append((loss.detach(), a.grad, b.grad))
+    return results
+
+
 @pytest.mark.parametrize("world", [2, 3])
 def test_distributed_loss_and_gradients_equal_single_process(world, tmp_path):
-    mp.spawn(_losses_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path), _loss_results), nprocs=world, join=True)
     per_rank = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
     z1, z2 = global_batch()
     for i, (name, fn, kwargs) in enumerate(cases()):
@@ -143,24 +148,20 @@ def _train(model, x1, x2, loss_name, kwargs, rows=slice(None), distributed=False
     return model
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    _init(rank, world, port)
-    try:
-        x1, x2 = _inputs()
-        rows = _rows(world, rank)
-        params = []
-        for loss_name, kwargs in TRAIN_CASES:
-            ddp = torch.nn.parallel.DistributedDataParallel(_model())
-            _train(ddp, x1, x2, loss_name, kwargs, rows, distributed=True)
-            params.append([p.detach().clone() for p in ddp.module.parameters()])
-        torch.save(params, Path(out) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _ddp_results(world: int, rank: int) -> list:
+    x1, x2 = _inputs()
+    rows = _rows(world, rank)
+    params = []
+    for loss_name, kwargs in TRAIN_CASES:
+        ddp = torch.nn.parallel.DistributedDataParallel(_model())
+        _train(ddp, x1, x2, loss_name, kwargs, rows, distributed=True)
+        params.append([p.detach().clone() for p in ddp.module.parameters()])
+    return params
 
 
 def test_ddp_training_matches_single_process_training(tmp_path):
     world = 2
-    mp.spawn(_ddp_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path), _ddp_results), nprocs=world, join=True)
     x1, x2 = _inputs()
     for i, (loss_name, kwargs) in enumerate(TRAIN_CASES):
         reference = [p.detach() for p in _train(_model(), x1, x2, loss_name, kwargs).parameters()]
