@@ -24,6 +24,18 @@ VICREG_TERMS = {"sim_coeff": ("invariance", 25.0), "std_coeff": ("variance", 25.
 BARLOW_TERMS = {"on_diag_coeff": ("on-diagonal", 1.0), "lambd": ("off-diagonal", 0.0051)}
 
 
+def _show(output, fig) -> None:
+    """Replace what ``output`` shows by ``fig``, then close the figure: it lives on as the
+    image in the output, and an open figure would be drawn a second time below the cell."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    with output:
+        output.clear_output(wait=True)
+        display(fig)
+    plt.close(fig)
+
+
 class TermPanel:
     """A checkbox and a weight slider per loss term; any change re-runs ``run(**weights)``
     (a switched-off term gets weight 0) and redraws ``draw(result)`` below the controls."""
@@ -55,9 +67,6 @@ class TermPanel:
         return {k: (self.sliders[k].value if self.checkboxes[k].value else 0.0) for k in self.checkboxes}
 
     def update(self, change=None) -> None:
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
         weights = self.weights()
         key = tuple(sorted(weights.items()))
         t0 = time.perf_counter()
@@ -68,10 +77,7 @@ class TermPanel:
         self.updates += 1
         on = [k for k, w in weights.items() if w]
         self.status.value = f"<small>terms on: {', '.join(on) or 'none'} &mdash; {time.perf_counter() - t0:.1f} s</small>"
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(self.figure)
-        plt.close(self.figure)
+        _show(self.output, self.figure)
 
 
 def toy_figure(run: ToyRun, margin: float = 1.0):
@@ -132,9 +138,6 @@ class BlockSizePanel:
         return self._memo[b]
 
     def update(self, change=None) -> None:
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
         b = self.slider.value
         fig, axes = plots.new_axes(1, size=4.2)
         plots.wrapped_diagonals(axes[0], self.d, b)
@@ -147,10 +150,7 @@ class BlockSizePanel:
             f"{1000 * seconds:.1f} ms per forward+backward.</small>"
         )
         self.figure = fig
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(fig)
-        plt.close(fig)
+        _show(self.output, fig)
 
 
 class TrainPanel:
@@ -278,9 +278,6 @@ class TrainPanel:
         self._redraw()
 
     def _redraw(self, change=None) -> None:
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
         if self.result is None or (change is not None and self._syncing):
             return
         if self.step is None:
@@ -289,7 +286,4 @@ class TrainPanel:
             steps = [e["step"] for e in self.result.history]
             self.figure = self.draw(self.result, steps.index(self.step.value))
         self.updates += 1
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(self.figure)
-        plt.close(self.figure)
+        _show(self.output, self.figure)
