@@ -65,6 +65,19 @@ def classroom_settings(quick: bool | None = None) -> dict:
                 eval_bank=2000, eval_queries=1000, final_bank=10000, final_queries=5000)
 
 
+def train_runs(runs: dict[str, dict], settings: dict) -> dict[str, TrainResult]:
+    """Train (or load from the cache) each labelled run, ``settings`` updated by the run's own
+    fields (``{"VICReg, variance off": {"std_coeff": 0}}``), and print one line per run: how
+    long it took to train and evaluate when it was trained, and whether it came from the cache."""
+    results = {}
+    width = max(map(len, runs), default=0)
+    for label, fields in runs.items():
+        run = results[label] = train_ssl(**{**settings, **fields}, progress=False)
+        cached = " (loaded from the cache)" if run.from_cache else ""
+        print(f"{label:{width}s}  {run.final['seconds']:4.0f} s to train and evaluate{cached}")
+    return results
+
+
 def summary_table(runs: dict) -> str:
     """A plain-text table of the final numbers of labelled runs (``{label: TrainResult}``)."""
     rows = [("run", "steps", "s/step", "kNN", "probe", "eff. rank", "median std", "verdict")]

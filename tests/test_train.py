@@ -302,3 +302,14 @@ def test_torchrun_trains_with_two_processes(tiny, tmp_path):
     assert done.stdout.count("final: kNN top-1") == 1  # one report, from process 0
     # a different run from the single-process one: its own cache key
     assert train.run_key(TrainConfig(**tiny), 2) != train.run_key(TrainConfig(**tiny))
+
+
+def test_train_runs_trains_each_labelled_run_once(tiny, capsys):
+    runs = train.train_runs({"full": {}, "variance off": {"std_coeff": 0}}, tiny)
+    assert list(runs) == ["full", "variance off"] and runs["variance off"].config["std_coeff"] == 0.0
+    first = capsys.readouterr().out.splitlines()
+    assert len(first) == 2 and first[1].startswith("variance off") and "s to train and evaluate" in first[1]
+    assert "cache" not in first[0]
+    again = train.train_runs({"full": {}}, tiny)
+    assert again["full"].from_cache and again["full"].final == runs["full"].final
+    assert "(loaded from the cache)" in capsys.readouterr().out
