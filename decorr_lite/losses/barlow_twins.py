@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _distributed
+from . import _distributed, _fused
 from ._checks import check_decorrelation_options, check_pair, check_positive
 from ._matrix import off_diagonal as _off_diagonal
 from ._matrix import power_sum
@@ -111,6 +111,12 @@ def barlow_twins_terms(
             out["off_diagonal"] = _relaxed_off_diagonal(a, b, block_size, exponent, permutation, n)
         return out
 
+    if method == "fft" and off_diagonal and _fused.supported(z1):  # the fast single-process path
+        c_diag, sums = _fused.RelaxedBarlowTwins.apply(
+            z1, z2, permutation, block_size, _fused.row_chunks(n, d, z1)
+        )
+        return {"on_diagonal": (1 - c_diag / n).pow(2).sum(), "off_diagonal": _penalty(sums / n, exponent)}
+
     a, b = batch_standardize(z1), batch_standardize(z2)
     if method == "exact":
         c = a.T @ b / n
@@ -146,7 +152,11 @@ def _relaxed_off_diagonal(
     sums = circular_blocks(a, b, block_size)
     if global_n is not None:
         sums, n = _distributed.all_reduce_sum(sums), global_n
-    sums = sums / n
+    return _penalty(sums / n, exponent)
+
+
+def _penalty(sums: torch.Tensor, exponent: float) -> torch.Tensor:
+    """sum |s/n|^q over the diagonal blocks' shifts k >= 1 and every shift of the other blocks."""
     num_blocks = sums.shape[0]
     blocks = torch.arange(num_blocks, device=sums.device)
     # Diagonal blocks: shift 0 holds the C_ii (the on-diagonal term's business), so skip it.

@@ -62,6 +62,11 @@ def _relaxed_penalty(
     sums = circular_blocks(zc, zc, block_size)  # (g, g, b); one FFT: zc is zc
     if global_n is not None:  # a sum over samples: add up the ranks' sums, O(g*g*b) numbers
         sums, n = all_reduce_sum(sums), global_n
+    return relaxed_penalty_from_sums(sums, n, d, block_size, exponent)
+
+
+def relaxed_penalty_from_sums(sums: torch.Tensor, n: int, d: int, block_size: int, exponent: float) -> torch.Tensor:
+    """The authors' normalisation of the wrapped-diagonal sums (g, g, b) of Zc^T Zc over n rows."""
     sums = sums / (n - 1)
     num_blocks = sums.shape[0]
 

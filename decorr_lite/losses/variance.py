@@ -23,8 +23,13 @@ def variance_penalty(centred: torch.Tensor, gamma: float, eps: float, global_n: 
     squares, n = centred.pow(2).sum(dim=0), centred.shape[0]
     if global_n is not None:
         squares, n = all_reduce_sum(squares), global_n
+    return hinge_from_squares(squares, n, gamma, eps)
+
+
+def hinge_from_squares(squares: torch.Tensor, n: int, gamma: float, eps: float) -> torch.Tensor:
+    """The hinge from the per-feature sums of squared deviations over n rows, shape (..., d)."""
     std = torch.sqrt(squares / (n - 1) + eps)
-    return F.relu(gamma - std).mean()
+    return F.relu(gamma - std).mean(dim=-1)
 
 
 def variance_loss(

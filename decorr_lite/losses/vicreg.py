@@ -13,11 +13,11 @@ from collections.abc import Iterable
 
 import torch
 
-from . import _distributed
+from . import _distributed, _fused
 from ._checks import check_decorrelation_options, check_pair, check_positive
-from .covariance import covariance_penalty
+from .covariance import covariance_penalty, relaxed_penalty_from_sums
 from .invariance import invariance_loss
-from .variance import variance_penalty
+from .variance import hinge_from_squares, variance_penalty
 
 TERMS = ("invariance", "variance", "covariance")
 
@@ -114,6 +114,9 @@ def vicreg_terms(
         else:
             z1, z2 = _distributed.gather_rows(z1), _distributed.gather_rows(z2)
 
+    if method == "fft" and "covariance" in terms and global_n is None and _fused.supported(z1):
+        return _relaxed_terms(z1, z2, terms, block_size, exponent, permutation, gamma, eps)
+
     out = {}
     if "invariance" in terms:
         if global_n is not None:
@@ -131,6 +134,21 @@ def vicreg_terms(
                 covariance_penalty(c2, method, block_size, exponent, permutation, global_n)
             )
     return out
+
+
+def _relaxed_terms(z1, z2, terms, block_size, exponent, permutation, gamma, eps) -> dict[str, torch.Tensor]:
+    """The fast single-process path of the relaxation: every term from one fused pass (``_fused.py``)."""
+    n, d = z1.shape
+    squared_difference, squares, sums = _fused.RelaxedVICReg.apply(
+        z1, z2, permutation, block_size, _fused.row_chunks(n, d, z1)
+    )
+    values = {
+        "invariance": lambda: squared_difference / (n * d),
+        "variance": lambda: hinge_from_squares(squares, n, gamma, eps).mean(),
+        "covariance": lambda: relaxed_penalty_from_sums(sums[0], n, d, block_size, exponent)
+        + relaxed_penalty_from_sums(sums[1], n, d, block_size, exponent),
+    }
+    return {name: values[name]() for name in TERMS if name in terms}
 
 
 def _centre(z: torch.Tensor, global_n: int | None) -> torch.Tensor:

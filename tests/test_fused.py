@@ -1,0 +1,112 @@
+"""The fused single-process FFT path (losses/_fused.py) against the modular path, chunk by chunk.
+
+test_losses.py checks the default path (the fused one, for float32/64) against brute-force
+formulas. Here the two implementations are compared with each other in float64, values and
+gradients, with the rows split into chunks of every awkward size, so that a bug in the chunk
+bookkeeping (a row counted twice, a stale buffer, a chunk's statistics) cannot hide behind a
+batch that happens to fit in one chunk.
+"""
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+import decorr_lite as dl
+from decorr_lite.losses import _fused
+
+N, D = 11, 12
+LOSSES = {"barlow": dl.barlow_twins_loss, "vicreg": dl.vicreg_loss}
+
+
+def views(seed=0, n=N, d=D, offset=0.0):
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.eye(d, dtype=torch.float64) + torch.randn(d, d, generator=g, dtype=torch.float64) / d
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) @ mix
+    scale = torch.linspace(0.2, 1.5, d, dtype=torch.float64)  # some stds below the margin 1, some above
+    z1 = (x + 0.4 * torch.randn(n, d, generator=g, dtype=torch.float64)) * scale + offset
+    z2 = (x + 0.4 * torch.randn(n, d, generator=g, dtype=torch.float64)) * scale + offset
+    return z1.requires_grad_(), z2.requires_grad_()
+
+
+def chunk_rows(monkeypatch, rows, d=D, dtype=torch.float64):
+    """Make the fused path split the batch into chunks of ``rows`` rows."""
+    monkeypatch.setattr(_fused, "CHUNK_BYTES", rows * d * torch.finfo(dtype).bits // 8)
+
+
+def value_and_grads(loss, z1, z2, **kwargs):
+    value = loss(z1, z2, **kwargs)
+    return (value, *torch.autograd.grad(value, (z1, z2)))
+
+
+def modular(monkeypatch, loss, z1, z2, **kwargs):
+    with monkeypatch.context() as patch:
+        patch.setattr(_fused, "supported", lambda z: False)
+        return value_and_grads(loss, z1, z2, **kwargs)
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("rows", [1, 3, 4, N])  # 3 and 4 leave a short last chunk
+@pytest.mark.parametrize("block_size", [None, 1, 4, 5])  # 4 divides d = 12, 5 does not
+@pytest.mark.parametrize("exponent", [1, 2])
+@pytest.mark.parametrize("use_permutation", [False, True])
+def test_fused_equals_modular(monkeypatch, loss, rows, block_size, exponent, use_permutation):
+    z1, z2 = views()
+    permutation = torch.randperm(D, generator=torch.Generator().manual_seed(1)) if use_permutation else None
+    kwargs = dict(method="fft", block_size=block_size, exponent=exponent, permutation=permutation)
+    expected = modular(monkeypatch, LOSSES[loss], z1, z2, **kwargs)
+    chunk_rows(monkeypatch, rows)
+    assert len(_fused.row_chunks(N, D, z1)) == -(-N // rows)
+    actual = value_and_grads(LOSSES[loss], z1, z2, **kwargs)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_fused_is_the_default_path_and_gives_the_same_terms(monkeypatch, loss):
+    """The terms dictionaries agree too (the notebooks log them), for a subset of VICReg's terms."""
+    z1, z2 = views(seed=2)
+    calls = []
+    original = _fused.row_chunks
+    monkeypatch.setattr(_fused, "row_chunks", lambda *a: calls.append(a) or original(*a))
+    if loss == "barlow":
+        fused = dl.barlow_twins_terms(z1, z2, method="fft", block_size=5)
+        monkeypatch.setattr(_fused, "supported", lambda z: False)
+        reference = dl.barlow_twins_terms(z1, z2, method="fft", block_size=5)
+    else:
+        terms = ["variance", "covariance"]
+        fused = dl.vicreg_terms(z1, z2, terms=terms, method="fft", block_size=5)
+        monkeypatch.setattr(_fused, "supported", lambda z: False)
+        reference = dl.vicreg_terms(z1, z2, terms=terms, method="fft", block_size=5)
+    assert len(calls) == 1  # the first call went through the fused path, the second did not
+    assert list(fused) == list(reference)
+    for name in fused:
+        torch.testing.assert_close(fused[name], reference[name], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("block_size", [None, 5])
+def test_fused_gradcheck_with_several_chunks(monkeypatch, loss, block_size):
+    chunk_rows(monkeypatch, 4)
+    z1, z2 = views(seed=3)
+    permutation = torch.randperm(D, generator=torch.Generator().manual_seed(4))
+    assert gradcheck(
+        lambda a, b: LOSSES[loss](a, b, method="fft", block_size=block_size, permutation=permutation), (z1, z2)
+    )
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_fused_statistics_survive_a_large_offset(monkeypatch, loss):
+    """Embeddings far from zero (about a thousand times their spread): the fused path's one-pass
+    statistics (shifted by a sample) agree with the modular path's centre-then-square in float32."""
+    z1, z2 = views(seed=5, offset=1e3)
+    kwargs = dict(method="fft", block_size=5)
+    expected = modular(monkeypatch, LOSSES[loss], z1, z2, **kwargs)[0]
+    chunk_rows(monkeypatch, 3, dtype=torch.float32)
+    actual = LOSSES[loss](z1.detach().float(), z2.detach().float(), **kwargs)
+    torch.testing.assert_close(actual.double(), expected.detach(), rtol=1e-3, atol=0)
+
+
+def test_fused_path_is_not_used_for_half_precision():
+    z1, z2 = (z.detach().to(torch.bfloat16) for z in views(seed=6))
+    assert not _fused.supported(z1)
+    assert torch.isfinite(dl.barlow_twins_loss(z1, z2, method="fft"))
