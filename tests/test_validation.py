@@ -120,6 +120,7 @@ BAD_OPTIONS = [
     (dict(method="fft", permutation=torch.randperm(D)[None]), ValueError, "permutation must be 1-D"),
     (dict(method="fft", permutation=torch.zeros(D, dtype=torch.long)), ValueError, "every index 0..7 exactly once"),
     (dict(method="fft", permutation=torch.arange(1, D + 1)), ValueError, "every index 0..7 exactly once"),
+    (dict(method="fft", permutation=torch.arange(D) - 1), ValueError, "every index 0..7 exactly once"),
     (dict(method="fft", permutation=torch.randperm(D).float()), TypeError, "permutation must have an integer dtype"),
     (dict(method="fft", permutation=list(range(D))), TypeError, "permutation must be a LongTensor"),
 ]
