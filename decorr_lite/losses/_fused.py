@@ -52,28 +52,36 @@ def _column_sum(x: torch.Tensor) -> torch.Tensor:
     return x.new_ones(x.shape[0]) @ x
 
 
-def _column_stats(z: torch.Tensor, chunks: list[slice]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-feature mean and sum of squared deviations, in one pass over the chunks.
+def _gather_with_stats(z: torch.Tensor, chunks: list[slice], permutation: torch.Tensor | None):
+    """Per-feature mean and sum of squared deviations of z, and x = z[:, permutation], in one pass.
 
     The sums are taken of z - z[0] (the "shifted data" algorithm): with a sample as the shift,
-    the subtraction of the squared mean loses no more digits than centring first would.
+    the subtraction of the squared mean loses no more digits than centring first would. Each
+    chunk is read in order for the statistics first, so that the gather's scattered reads then
+    hit the cache (gathering straight from memory takes twice as long). Without a permutation,
+    x is left empty and ``_normalise`` reads z itself.
     """
     shift = z[0]
     total, squares = torch.zeros_like(shift), torch.zeros_like(shift)
+    x = torch.empty_like(z)
     for rows in chunks:
         deviation = z[rows] - shift
         total += _column_sum(deviation)
         squares += _column_sum(deviation.square_())
+        if permutation is not None:
+            torch.gather(z[rows], 1, permutation.expand(rows.stop - rows.start, -1), out=x[rows])
     n = z.shape[0]
-    return shift + total / n, (squares - total.square() / n).clamp_(min=0)
+    return x, shift + total / n, (squares - total.square() / n).clamp_(min=0)
 
 
-def _prepare(z, rows, permutation, mean, scale, out):
-    """out = (z[rows][:, permutation] - mean) * scale, written into ``out`` (a chunk of a buffer)."""
+def _normalise(z, x, rows, permutation, mean, scale):
+    """x[rows] = (z[rows][:, permutation] - mean) * scale, where x[rows] holds the gathered
+    features already (``_gather_with_stats``) unless there is no permutation."""
+    out = x[rows]
     if permutation is None:
         torch.sub(z[rows], mean, out=out)
     else:
-        torch.gather(z[rows], 1, permutation.expand(out.shape[0], -1), out=out).sub_(mean)
+        out.sub_(mean)
     return out if scale is None else out.mul_(scale)
 
 
@@ -142,16 +150,16 @@ class RelaxedBarlowTwins(torch.autograd.Function):
         n, d = z1.shape
         stats, views, spectra = [], [], []
         for z in (z1, z2):
-            mean, squares = _column_stats(z, chunks)
+            x, mean, squares = _gather_with_stats(z, chunks, permutation)
             stats += [mean, torch.rsqrt(squares / n + BATCHNORM_EPS)]
-            views.append(torch.empty_like(z))
+            views.append(x)
             spectra.append(_spectra_buffer(z, block_size))
         (a, b), (f1, f2) = views, spectra
         permuted = stats if permutation is None else [s[permutation] for s in stats]
         c_diag, cross = z1.new_zeros(d), 0
         for rows in chunks:
             for z, x, f, mean, inv_std in zip((z1, z2), views, spectra, permuted[::2], permuted[1::2]):
-                _spectrum(_prepare(z, rows, permutation, mean, inv_std, x[rows]), block_size, f[rows])
+                _spectrum(_normalise(z, x, rows, permutation, mean, inv_std), block_size, f[rows])
             c_diag += _column_sum(a[rows] * b[rows])
             cross = cross + _cross(f1[rows], f2[rows])
         ctx.block_size, ctx.chunks = block_size, chunks
@@ -202,15 +210,15 @@ class RelaxedVICReg(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z1, z2, permutation, block_size, chunks):
-        stats = [_column_stats(z, chunks) for z in (z1, z2)]
-        means = [mean if permutation is None else mean[permutation] for mean, _ in stats]
-        views = [torch.empty_like(z1), torch.empty_like(z2)]
+        stats = [_gather_with_stats(z, chunks, permutation) for z in (z1, z2)]
+        views = [x for x, _, _ in stats]
+        means = [mean if permutation is None else mean[permutation] for _, mean, _ in stats]
         spectra = [_spectra_buffer(z1, block_size), _spectra_buffer(z2, block_size)]
         mean_difference = means[0] - means[1]
         squared_difference, cross = z1.new_zeros(()), [0, 0]
         for rows in chunks:
             for k, (z, mean, x, f) in enumerate(zip((z1, z2), means, views, spectra)):
-                _spectrum(_prepare(z, rows, permutation, mean, None, x[rows]), block_size, f[rows])
+                _spectrum(_normalise(z, x, rows, permutation, mean, None), block_size, f[rows])
                 cross[k] = cross[k] + _cross(f[rows], f[rows])
             # z1 - z2 in permuted order, from the centred chunks already in cache
             difference = (views[0][rows] - views[1][rows]).add_(mean_difference).flatten()
@@ -218,7 +226,7 @@ class RelaxedVICReg(torch.autograd.Function):
         ctx.block_size, ctx.chunks = block_size, chunks
         ctx.save_for_backward(*views, *spectra, permutation, mean_difference)
         sums = torch.fft.irfft(torch.stack(cross), n=block_size, dim=-1)
-        return squared_difference, torch.stack([squares for _, squares in stats]), sums
+        return squared_difference, torch.stack([squares for _, _, squares in stats]), sums
 
     @staticmethod
     @once_differentiable
