@@ -167,14 +167,48 @@ def measure_isolated(
     payload = json.dumps(
         {"case": asdict(case), "repeats": repeats, "max_seconds": max_seconds, "min_seconds": min_seconds}
     )
+    return _run_worker(payload, timeout, case)
+
+
+def measure_pair(case: Case, reference: Case, pairs: int = 40) -> dict:
+    """Time ``case`` and ``reference`` alternately in one process: their ratio, drift-free.
+
+    Separate processes measured minutes apart see different machines on a shared host (the two
+    ``rfft`` calls alone have measured 8.6 ms in one sweep and 18.4 ms in the next). Alternating
+    the two, pass by pass, exposes both to the same conditions. Returns both time lists, the ratio
+    of the medians and the ratio of the minima (the least disturbed passes of each).
+    """
+    steps = [_forward_backward(c) for c in (case, reference)]
+    for step in steps:  # warm-up: plans, allocator, caches
+        step()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(pairs):
+        for step, record in zip(steps, times):
+            t0 = time.perf_counter()
+            step()
+            _sync(case.device)
+            record.append(time.perf_counter() - t0)
+    return {
+        "case": asdict(case), "reference": asdict(reference), "pairs": pairs,
+        "times": times[0], "reference_times": times[1],
+        "median_ratio": statistics.median(times[0]) / statistics.median(times[1]),
+        "min_ratio": min(times[0]) / min(times[1]),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def measure_pair_isolated(case: Case, reference: Case, pairs: int = 40, timeout: float = 900.0) -> dict:
+    """``measure_pair`` in a fresh Python process."""
+    payload = json.dumps({"pair": [asdict(case), asdict(reference)], "pairs": pairs})
+    return _run_worker(payload, timeout, f"{case} against {reference}")
+
+
+def _run_worker(payload: str, timeout: float, what) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-m", "decorr_lite.benchmark", payload],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        [sys.executable, "-m", "decorr_lite.benchmark", payload], capture_output=True, text=True, timeout=timeout
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark worker failed for {case}:\n{proc.stderr.strip()}")
+        raise RuntimeError(f"benchmark worker failed for {what}:\n{proc.stderr.strip()}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -203,5 +237,8 @@ def fit_slope(x, y) -> float:
 
 if __name__ == "__main__":  # the worker process of measure_isolated
     request = json.loads(sys.argv[1])
-    result = measure(Case(**request["case"]), request["repeats"], request["max_seconds"], request["min_seconds"])
+    if "pair" in request:
+        result = measure_pair(*(Case(**c) for c in request["pair"]), pairs=request["pairs"])
+    else:
+        result = measure(Case(**request["case"]), request["repeats"], request["max_seconds"], request["min_seconds"])
     print(json.dumps(result))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from decorr_lite.benchmark import Case, measure, measure_isolated, peak_memory_since, start_peak_memory
+from decorr_lite.benchmark import Case, measure, measure_isolated, measure_pair, peak_memory_since, start_peak_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +26,14 @@ def test_peak_memory_sees_the_d_by_d_matrix():
     assert row["peak_bytes"] >= 2048 * 2048 * 4
 
 
+def test_measure_pair_alternates_and_sees_a_slower_case():
+    """The paired ratio is > 1 for a case that does more work than its reference: the exact
+    loss at d = 512 (a d x d matrix) against two FFTs of the same inputs."""
+    result = measure_pair(Case("vicreg", n=64, d=512, method="exact"), Case("rfft", n=64, d=512), pairs=5)
+    assert len(result["times"]) == len(result["reference_times"]) == 5
+    assert result["median_ratio"] > 1 and result["min_ratio"] > 1
+
+
 def test_unknown_loss_is_rejected():
     with pytest.raises(ValueError, match="case.loss"):
         measure(Case("simclr", n=4, d=8))
@@ -34,7 +42,8 @@ def test_unknown_loss_is_rejected():
 def test_script_writes_every_case(tmp_path):
     out = tmp_path / "scaling.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "loss_scaling.py"), "--n", "16", "--dims", "16", "32",
-           "--losses", "barlow", "--small-block", "8", "--repeats", "1", "--min-seconds", "0", "--out", str(out)]
+           "--losses", "barlow", "--small-block", "8", "--repeats", "1", "--min-seconds", "0", "--pairs", "3",
+           "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
@@ -42,6 +51,8 @@ def test_script_writes_every_case(tmp_path):
     for d in (16, 32):
         assert {("rfft x2", d), ("exact", d), ("gram", d), ("fft b=d", d), ("fft b=8", d)} <= labels
     assert "exact / gram time at d=32 (target >= 40)" in result["ratios"]["barlow"]
+    assert "fft(b=d) / two rfft at d=32, alternated, medians (target <= 6)" in result["ratios"]["barlow"]
+    assert len(result["pairs"]["barlow"]["times"]) == 3
     assert "fft(b=8) / fft(b=d)" in proc.stdout and "barlow: forward+backward" in proc.stdout
 
 
