@@ -92,40 +92,58 @@ def _scatter_back(grad, rows, inverse, out):
     return torch.gather(grad, 1, inverse.expand(grad.shape[0], -1), out=out[rows])
 
 
-def _spectrum(x: torch.Tensor, block_size: int, out: torch.Tensor) -> torch.Tensor:
-    """(c, d) real -> (c, g, m) spectra of the zero-padded blocks (m = b // 2 + 1), into ``out``."""
-    return torch.fft.rfft(split_blocks(x, block_size), dim=-1, out=out)
+class _Spectra:
+    """The block spectra of every row of one view, laid out for the sums that use them.
 
-
-def _spectra_buffer(z: torch.Tensor, block_size: int) -> torch.Tensor:
-    n, d = z.shape
-    complex_dtype = torch.complex128 if z.dtype == torch.float64 else torch.complex64
-    return torch.empty(n, -(-d // block_size), block_size // 2 + 1, dtype=complex_dtype, device=z.device)
-
-
-def _signal(spectrum: torch.Tensor, block_size: int, d: int) -> torch.Tensor:
-    """(c, g, m) spectra -> (c, d) real signal, dropping the padding of the last block."""
-    return torch.fft.irfft(spectrum, n=block_size, dim=-1).flatten(1)[:, :d]
-
-
-def _cross(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
-    """sum_n conj(f1[n, u, f]) * f2[n, v, f] -> (g, g, m): one matrix product per frequency."""
-    if f1.shape[1] == 1:
-        return torch.linalg.vecdot(f1, f2, dim=0)[None]  # (1, 1, m); vecdot conjugates f1
-    return (f1.permute(2, 1, 0).conj() @ f2.permute(2, 0, 1)).permute(1, 2, 0)
-
-
-def _mix(spectra: torch.Tensor, grad_spectrum: torch.Tensor, conj: bool) -> torch.Tensor:
-    """sum over the blocks of the other view: the spectra of a circular product with the gradient.
-
-    conj=False: out[n, v] = sum_u G[u, v] * F[n, u]     (the gradient of the second view)
-    conj=True:  out[n, u] = sum_v conj(G[u, v]) * F[n, v] (the gradient of the first view)
+    One block (b = d): (n, 1, m), m = b // 2 + 1, and the sums over rows are elementwise
+    products. Several blocks: (m, n, g), frequency first, so that each sum over rows or over
+    blocks is a batched product of contiguous matrices (on permuted views, torch's CPU matrix
+    product copies every matrix first and takes three times as long).
     """
-    if spectra.shape[1] == 1:
-        return spectra * (grad_spectrum[0].conj() if conj else grad_spectrum[0])
-    per_frequency = grad_spectrum.permute(2, 0, 1)  # (m, g, g)
-    weights = per_frequency.mH if conj else per_frequency
-    return (spectra.permute(2, 0, 1) @ weights).permute(1, 2, 0)
+
+    def __init__(self, z: torch.Tensor, block_size: int, data: torch.Tensor | None = None):
+        n, d = z.shape
+        self.block_size, self.d = block_size, d
+        num_blocks, m = -(-d // block_size), block_size // 2 + 1
+        self.single = num_blocks == 1
+        if data is None:
+            dtype = torch.complex128 if z.dtype == torch.float64 else torch.complex64
+            data = torch.empty((n, 1, m) if self.single else (m, n, num_blocks), dtype=dtype, device=z.device)
+        self.data = data
+
+    def store(self, rows: slice, x: torch.Tensor) -> None:
+        """Transform x, the (c, d) rows ``rows`` of the view, block by block (zero-padded)."""
+        blocks = split_blocks(x, self.block_size)
+        if self.single:
+            torch.fft.rfft(blocks, dim=-1, out=self.data[rows])
+        else:
+            self.data[:, rows] = torch.fft.rfft(blocks, dim=-1).permute(2, 0, 1)
+
+    def cross(self, other: _Spectra, rows: slice) -> torch.Tensor:
+        """sum over ``rows`` of conj(self[n, u, f]) * other[n, v, f], in this class's layout."""
+        if self.single:
+            return torch.linalg.vecdot(self.data[rows], other.data[rows], dim=0)[None]  # vecdot conjugates
+        return self.data[:, rows].mH @ other.data[:, rows]  # (m, g, g)
+
+    def blocks_first(self, cross: torch.Tensor) -> torch.Tensor:
+        """A cross-spectrum in this layout -> (g, g, m)."""
+        return cross if self.single else cross.permute(1, 2, 0)
+
+    def frequency_first(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """(g, g, m) -> this layout (the inverse of ``blocks_first``)."""
+        return spectrum if self.single else spectrum.permute(2, 0, 1).contiguous()
+
+    def mix(self, rows: slice, weights: torch.Tensor, conj: bool) -> torch.Tensor:
+        """The spectra of the rows' gradient, (c, g, m), from the cross-spectrum's gradient W
+        (in this layout): out[n, v] = sum_u W[u, v] F[n, u], or with conj,
+        out[n, u] = sum_v conj(W[u, v]) F[n, v]."""
+        if self.single:
+            return self.data[rows] * (weights[0].conj() if conj else weights[0])
+        return (self.data[:, rows] @ (weights.mH if conj else weights)).permute(1, 2, 0)
+
+    def signal(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """(c, g, m) spectra -> (c, d) real rows, dropping the padding of the last block."""
+        return torch.fft.irfft(spectrum, n=self.block_size, dim=-1).flatten(1)[:, : self.d]
 
 
 def _inverse(permutation: torch.Tensor | None) -> torch.Tensor | None:
@@ -153,18 +171,18 @@ class RelaxedBarlowTwins(torch.autograd.Function):
             x, mean, squares = _gather_with_stats(z, chunks, permutation)
             stats += [mean, torch.rsqrt(squares / n + BATCHNORM_EPS)]
             views.append(x)
-            spectra.append(_spectra_buffer(z, block_size))
+            spectra.append(_Spectra(z, block_size))
         (a, b), (f1, f2) = views, spectra
         permuted = stats if permutation is None else [s[permutation] for s in stats]
         c_diag, cross = z1.new_zeros(d), 0
         for rows in chunks:
             for z, x, f, mean, inv_std in zip((z1, z2), views, spectra, permuted[::2], permuted[1::2]):
-                _spectrum(_normalise(z, x, rows, permutation, mean, inv_std), block_size, f[rows])
+                f.store(rows, _normalise(z, x, rows, permutation, mean, inv_std))
             c_diag += _column_sum(a[rows] * b[rows])
-            cross = cross + _cross(f1[rows], f2[rows])
+            cross = cross + f1.cross(f2, rows)
         ctx.block_size, ctx.chunks = block_size, chunks
-        ctx.save_for_backward(z1, z2, a, b, f1, f2, permutation, *stats)
-        sums = torch.fft.irfft(cross, n=block_size, dim=-1)
+        ctx.save_for_backward(z1, z2, a, b, f1.data, f2.data, permutation, *stats)
+        sums = torch.fft.irfft(f1.blocks_first(cross), n=block_size, dim=-1)
         return (c_diag if permutation is None else c_diag[_inverse(permutation)]), sums
 
     @staticmethod
@@ -172,20 +190,21 @@ class RelaxedBarlowTwins(torch.autograd.Function):
     def backward(ctx, grad_diag, grad_sums):
         z1, z2, a, b, f1, f2, permutation, mean1, inv_std1, mean2, inv_std2 = ctx.saved_tensors
         n, d = a.shape
+        f1, f2 = _Spectra(a, ctx.block_size, f1), _Spectra(b, ctx.block_size, f2)
         inverse = _inverse(permutation)
         scales = (inv_std1, inv_std2) if permutation is None else (inv_std1[permutation], inv_std2[permutation])
         if permutation is not None:
             grad_diag = grad_diag[permutation]
-        grad_spectrum = torch.fft.rfft(grad_sums, dim=-1)  # (g, g, m)
+        weights = f1.frequency_first(torch.fft.rfft(grad_sums, dim=-1))  # from (g, g, m)
         grads = (torch.empty_like(a), torch.empty_like(b))
         # dL/da = irfft(sum_v conj(G[u, v]) F2[v]) + b * grad_diag, and symmetrically for b. The
         # standardisation's backward, scale * (dL/da - a * mean(dL/da * a)), needs the mean over
         # all rows, so the first pass writes scale * dL/da and the second subtracts the rest.
         moments = [torch.zeros_like(grad_diag), torch.zeros_like(grad_diag)]
         for rows in ctx.chunks:
-            mixed = (_mix(f2[rows], grad_spectrum, conj=True), _mix(f1[rows], grad_spectrum, conj=False))
+            mixed = (f2.mix(rows, weights, conj=True), f1.mix(rows, weights, conj=False))
             for spectrum, x, other, scale, moment, out in zip(mixed, (a, b), (b, a), scales, moments, grads):
-                grad = _signal(spectrum, ctx.block_size, d).addcmul_(other[rows], grad_diag)
+                grad = f1.signal(spectrum).addcmul_(other[rows], grad_diag)
                 moment += _column_sum(grad * x[rows])
                 _scatter_back(grad.mul_(scale), rows, inverse, out)
         # Second pass, in the original feature order: scale * a * mean(dL/da * a), with
@@ -213,32 +232,32 @@ class RelaxedVICReg(torch.autograd.Function):
         stats = [_gather_with_stats(z, chunks, permutation) for z in (z1, z2)]
         views = [x for x, _, _ in stats]
         means = [mean if permutation is None else mean[permutation] for _, mean, _ in stats]
-        spectra = [_spectra_buffer(z1, block_size), _spectra_buffer(z2, block_size)]
+        spectra = [_Spectra(z1, block_size), _Spectra(z2, block_size)]
         mean_difference = means[0] - means[1]
         squared_difference, cross = z1.new_zeros(()), [0, 0]
         for rows in chunks:
             for k, (z, mean, x, f) in enumerate(zip((z1, z2), means, views, spectra)):
-                _spectrum(_normalise(z, x, rows, permutation, mean, None), block_size, f[rows])
-                cross[k] = cross[k] + _cross(f[rows], f[rows])
+                f.store(rows, _normalise(z, x, rows, permutation, mean, None))
+                cross[k] = cross[k] + f.cross(f, rows)
             # z1 - z2 in permuted order, from the centred chunks already in cache
             difference = (views[0][rows] - views[1][rows]).add_(mean_difference).flatten()
             squared_difference += difference @ difference
         ctx.block_size, ctx.chunks = block_size, chunks
-        ctx.save_for_backward(*views, *spectra, permutation, mean_difference)
-        sums = torch.fft.irfft(torch.stack(cross), n=block_size, dim=-1)
+        ctx.save_for_backward(*views, spectra[0].data, spectra[1].data, permutation, mean_difference)
+        sums = torch.fft.irfft(torch.stack([spectra[0].blocks_first(c) for c in cross]), n=block_size, dim=-1)
         return squared_difference, torch.stack([squares for _, _, squares in stats]), sums
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_difference, grad_squares, grad_sums):
         x1, x2, f1, f2, permutation, mean_difference = ctx.saved_tensors
-        d = x1.shape[1]
+        f1, f2 = _Spectra(x1, ctx.block_size, f1), _Spectra(x2, ctx.block_size, f2)
         inverse = _inverse(permutation)
         if permutation is not None:
             grad_squares = grad_squares[:, permutation]
         # An auto-correlation's gradient is the sum of both circular products: G + G^H per frequency.
         grad_spectra = torch.fft.rfft(grad_sums, dim=-1)  # (2, g, g, m)
-        grad_spectra = grad_spectra + grad_spectra.transpose(1, 2).conj()
+        weights = [f1.frequency_first(w) for w in grad_spectra + grad_spectra.transpose(1, 2).conj()]
         grads = (torch.empty_like(x1), torch.empty_like(x2))
         # The gradients that reach the centred views have batch mean zero (circular products with
         # centred views, multiples of them), so the centring's backward leaves them unchanged;
@@ -246,7 +265,7 @@ class RelaxedVICReg(torch.autograd.Function):
         for rows in ctx.chunks:
             difference = (x1[rows] - x2[rows]).add_(mean_difference).mul_(2 * grad_difference)
             for k, (x, f, sign, out) in enumerate(zip((x1, x2), (f1, f2), (1, -1), grads)):
-                grad = _signal(_mix(f[rows], grad_spectra[k], conj=False), ctx.block_size, d)
+                grad = f.signal(f.mix(rows, weights[k], conj=False))
                 grad.addcmul_(x[rows], 2 * grad_squares[k]).add_(difference, alpha=sign)
                 _scatter_back(grad, rows, inverse, out)
         return grads[0], grads[1], None, None, None
