@@ -110,3 +110,20 @@ def test_fused_path_is_not_used_for_half_precision():
     z1, z2 = (z.detach().to(torch.bfloat16) for z in views(seed=6))
     assert not _fused.supported(z1)
     assert torch.isfinite(dl.barlow_twins_loss(z1, z2, method="fft"))
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_fused_accepts_non_contiguous_views(monkeypatch, loss):
+    """A column-major view and a strided slice give the same values and gradients as their
+    contiguous copies, over several chunks."""
+    chunk_rows(monkeypatch, 4)
+    g = torch.Generator().manual_seed(7)
+    z1 = torch.randn(D, N, dtype=torch.float64, generator=g).T.requires_grad_()  # column-major
+    z2 = torch.randn(N, 2 * D, dtype=torch.float64, generator=g)[:, ::2].requires_grad_()  # every other column
+    assert not z1.is_contiguous() and not z2.is_contiguous()
+    kwargs = dict(method="fft", block_size=5, permutation=torch.randperm(D, generator=g))
+    actual = value_and_grads(LOSSES[loss], z1, z2, **kwargs)
+    c1, c2 = (z.detach().contiguous().requires_grad_() for z in (z1, z2))
+    expected = value_and_grads(LOSSES[loss], c1, c2, **kwargs)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-14)
