@@ -66,3 +66,14 @@ def test_peak_memory_helpers_see_a_freed_allocation():
     grown = peak_memory_since("cpu", baseline)
     assert 48 * 2**20 <= grown < 100 * 2**20, grown
     assert before.numel()  # kept alive on purpose
+
+
+def test_fused_vs_modular_script_times_both_paths(tmp_path):
+    out = tmp_path / "fused.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "fused_vs_modular.py"), "--n", "16", "--dims", "24",
+           "--block-sizes", "0", "5", "--pairs", "2", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["loss"], r["block_size"]) for r in rows} == {(loss, b) for loss in ("barlow", "vicreg") for b in (24, 5)}
+    assert all(len(r["times"]["fused"]) == len(r["times"]["modular"]) == 2 for r in rows)
