@@ -130,17 +130,18 @@ class _Spectra:
         return cross if self.single else cross.permute(1, 2, 0)
 
     def frequency_first(self, spectrum: torch.Tensor) -> torch.Tensor:
-        """(g, g, m) -> this layout (the inverse of ``blocks_first``)."""
-        return spectrum if self.single else spectrum.permute(2, 0, 1).contiguous()
+        """(g, g, m) -> this layout (the inverse of ``blocks_first``), contiguous and without a
+        lazy conjugation, ready for the products of every chunk."""
+        spectrum = spectrum if self.single else spectrum.permute(2, 0, 1)
+        return spectrum.resolve_conj().contiguous()
 
-    def mix(self, rows: slice, weights: torch.Tensor, conj: bool) -> torch.Tensor:
-        """The spectra of the rows' gradient, (c, g, m), from the cross-spectrum's gradient W
-        (in this layout): out[n, v] = sum_u W[u, v] F[n, u], or with conj,
-        out[n, u] = sum_v conj(W[u, v]) F[n, v]."""
+    def mix(self, rows: slice, weights: torch.Tensor) -> torch.Tensor:
+        """The spectra (c, g, m) of the rows' gradient: out[n, v] = sum_u W[u, v] F[n, u] per
+        frequency, for the weights W in this layout (``frequency_first``)."""
         if self.single:
-            return self.data[rows] * (weights[0].conj() if conj else weights[0])
+            return self.data[rows] * weights[0]
         # made contiguous here: the inverse FFT of the strided view is slower than the copy
-        return (self.data[:, rows] @ (weights.mH if conj else weights)).permute(1, 2, 0).contiguous()
+        return (self.data[:, rows] @ weights).permute(1, 2, 0).contiguous()
 
     def signal(self, spectrum: torch.Tensor) -> torch.Tensor:
         """(c, g, m) spectra -> (c, d) real rows, dropping the padding of the last block."""
@@ -196,14 +197,16 @@ class RelaxedBarlowTwins(torch.autograd.Function):
         scales = (inv_std1, inv_std2) if permutation is None else (inv_std1[permutation], inv_std2[permutation])
         if permutation is not None:
             grad_diag = grad_diag[permutation]
-        weights = f1.frequency_first(torch.fft.rfft(grad_sums, dim=-1))  # from (g, g, m)
+        grad_spectrum = torch.fft.rfft(grad_sums, dim=-1)  # (g, g, m)
+        # dL/dF1[n, u] = sum_v conj(G[u, v]) F2[n, v] and dL/dF2[n, v] = sum_u G[u, v] F1[n, u]
+        weights = (f1.frequency_first(grad_spectrum.transpose(0, 1).conj()), f1.frequency_first(grad_spectrum))
         grads = (torch.empty_like(a), torch.empty_like(b))
         # dL/da = irfft(sum_v conj(G[u, v]) F2[v]) + b * grad_diag, and symmetrically for b. The
         # standardisation's backward, scale * (dL/da - a * mean(dL/da * a)), needs the mean over
         # all rows, so the first pass writes scale * dL/da and the second subtracts the rest.
         moments = [torch.zeros_like(grad_diag), torch.zeros_like(grad_diag)]
         for rows in ctx.chunks:
-            mixed = (f2.mix(rows, weights, conj=True), f1.mix(rows, weights, conj=False))
+            mixed = (f2.mix(rows, weights[0]), f1.mix(rows, weights[1]))
             for spectrum, x, other, scale, moment, out in zip(mixed, (a, b), (b, a), scales, moments, grads):
                 grad = f1.signal(spectrum).addcmul_(other[rows], grad_diag)
                 moment += _column_sum(grad * x[rows])
@@ -266,7 +269,7 @@ class RelaxedVICReg(torch.autograd.Function):
         for rows in ctx.chunks:
             difference = (x1[rows] - x2[rows]).add_(mean_difference).mul_(2 * grad_difference)
             for k, (x, f, sign, out) in enumerate(zip((x1, x2), (f1, f2), (1, -1), grads)):
-                grad = f.signal(f.mix(rows, weights[k], conj=False))
+                grad = f.signal(f.mix(rows, weights[k]))
                 grad.addcmul_(x[rows], 2 * grad_squares[k]).add_(difference, alpha=sign)
                 _scatter_back(grad, rows, inverse, out)
         return grads[0], grads[1], None, None, None
