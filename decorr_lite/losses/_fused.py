@@ -9,10 +9,10 @@ elementwise pass over it costs about a fifth of an FFT, and the modular path mak
 
 Three things make it fast:
 
-1. **Row chunks that stay in cache.** Per feature statistics come first (one reduction per
-   view); then each chunk of rows (about 4 MB of one view) is gathered into permuted order,
-   centred and scaled, transformed and summed into the cross-spectrum while it is in the CPU
-   cache. The backward pass goes through the same chunks in reverse order of operations.
+1. **Row chunks that stay in cache.** The rows go in chunks of about 4 MB of one view. A first
+   pass reads each chunk for the per-feature statistics and gathers it into permuted order
+   while it is in the CPU cache; a second centres and scales each chunk, transforms it and adds
+   it to the cross-spectrum. The backward pass goes through the same chunks.
 2. **The backward pass is written out.** With x = (z[:, perm] - mean) * scale and any upstream
    gradient gx whose batch mean is zero, dL/dz[:, perm] = scale * (gx - x * mean(gx * x)) for the
    standardisation (scale = 1/std) and gx for centring (scale = 1). The batch means of the
@@ -157,7 +157,7 @@ def _inverse(permutation: torch.Tensor | None) -> torch.Tensor | None:
 
 
 class RelaxedBarlowTwins(torch.autograd.Function):
-    """(C_ii, s) of Barlow Twins' relaxation from the raw views, in one pass.
+    """(C_ii, s) of Barlow Twins' relaxation from the raw views, chunk by chunk.
 
     forward(z1, z2, permutation, block_size, chunks) returns
       c_diag (d,): sum_n a[n, i] * b[n, i] (n times C_ii), in the original feature order;
@@ -222,7 +222,7 @@ class RelaxedBarlowTwins(torch.autograd.Function):
 
 
 class RelaxedVICReg(torch.autograd.Function):
-    """VICReg's three terms' statistics from the raw views, in one pass.
+    """VICReg's three terms' statistics from the raw views, chunk by chunk.
 
     forward(z1, z2, permutation, block_size, chunks) returns
       squared_difference (): sum over all entries of (z1 - z2)^2 (n * d times the invariance term);
