@@ -137,18 +137,18 @@ def vicreg_terms(
 
 
 def _relaxed_terms(z1, z2, terms, block_size, exponent, permutation, gamma, eps) -> dict[str, torch.Tensor]:
-    """The fast single-process path of the relaxation: every term from one fused pass (``_fused.py``)."""
+    """The fast single-process path of the relaxation: every term from the fused pass (``_fused.py``)."""
     n, d = z1.shape
     squared_difference, squares, sums = _fused.RelaxedVICReg.apply(
         z1, z2, permutation, block_size, _fused.row_chunks(n, d, z1)
     )
-    values = {
-        "invariance": lambda: squared_difference / (n * d),
-        "variance": lambda: hinge_from_squares(squares, n, gamma, eps).mean(),
-        "covariance": lambda: relaxed_penalty_from_sums(sums[0], n, d, block_size, exponent)
-        + relaxed_penalty_from_sums(sums[1], n, d, block_size, exponent),
-    }
-    return {name: values[name]() for name in TERMS if name in terms}
+    out = {}
+    if "invariance" in terms:
+        out["invariance"] = squared_difference / (n * d)
+    if "variance" in terms:
+        out["variance"] = hinge_from_squares(squares, n, gamma, eps).mean()  # of the two views
+    out["covariance"] = sum(relaxed_penalty_from_sums(s, n, d, block_size, exponent) for s in sums)
+    return out
 
 
 def _centre(z: torch.Tensor, global_n: int | None) -> torch.Tensor:
