@@ -235,7 +235,7 @@ def fit_slope(x, y) -> float:
     return float(np.polyfit(lx, ly, 1)[0])
 
 
-if __name__ == "__main__":  # the worker process of measure_isolated
+if __name__ == "__main__":  # the worker process of measure_isolated and measure_pair_isolated
     request = json.loads(sys.argv[1])
     if "pair" in request:
         result = measure_pair(*(Case(**c) for c in request["pair"]), pairs=request["pairs"])
