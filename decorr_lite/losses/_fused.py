@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .circular import split_blocks
+from .circular import inverse_permutation, split_blocks
 from .cross_correlation import BATCHNORM_EPS
 
 CHUNK_BYTES = 4 * 2**20  # rows per chunk: about this much of one view, so a chunk's work stays in cache
@@ -149,11 +149,7 @@ class _Spectra:
 
 
 def _inverse(permutation: torch.Tensor | None) -> torch.Tensor | None:
-    if permutation is None:
-        return None
-    inverse = torch.empty_like(permutation)
-    inverse[permutation] = torch.arange(permutation.numel(), device=permutation.device)
-    return inverse
+    return None if permutation is None else inverse_permutation(permutation)
 
 
 class RelaxedBarlowTwins(torch.autograd.Function):
@@ -182,18 +178,18 @@ class RelaxedBarlowTwins(torch.autograd.Function):
                 f.store(rows, _normalise(z, x, rows, permutation, mean, inv_std))
             c_diag += _column_sum(a[rows] * b[rows])
             cross = cross + f1.cross(f2, rows)
+        inverse = _inverse(permutation)
         ctx.block_size, ctx.chunks = block_size, chunks
-        ctx.save_for_backward(z1, z2, a, b, f1.data, f2.data, permutation, *stats)
+        ctx.save_for_backward(z1, z2, a, b, f1.data, f2.data, permutation, inverse, *stats)
         sums = torch.fft.irfft(f1.blocks_first(cross), n=block_size, dim=-1)
-        return (c_diag if permutation is None else c_diag[_inverse(permutation)]), sums
+        return (c_diag if inverse is None else c_diag[inverse]), sums
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_diag, grad_sums):
-        z1, z2, a, b, f1, f2, permutation, mean1, inv_std1, mean2, inv_std2 = ctx.saved_tensors
+        z1, z2, a, b, f1, f2, permutation, inverse, mean1, inv_std1, mean2, inv_std2 = ctx.saved_tensors
         n, d = a.shape
         f1, f2 = _Spectra(a, ctx.block_size, f1), _Spectra(b, ctx.block_size, f2)
-        inverse = _inverse(permutation)
         scales = (inv_std1, inv_std2) if permutation is None else (inv_std1[permutation], inv_std2[permutation])
         if permutation is not None:
             grad_diag = grad_diag[permutation]

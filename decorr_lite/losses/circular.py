@@ -39,6 +39,13 @@ def split_blocks(z: torch.Tensor, block_size: int) -> torch.Tensor:
     return z.reshape(n, num_blocks, block_size)
 
 
+def inverse_permutation(permutation: torch.Tensor) -> torch.Tensor:
+    """The permutation q with q[permutation[i]] = i, so that x[:, p][:, q] == x."""
+    inverse = torch.empty_like(permutation)
+    inverse[permutation] = torch.arange(permutation.numel(), device=permutation.device)
+    return inverse
+
+
 class _PermuteFeatures(torch.autograd.Function):
     """``z[:, permutation]`` whose backward gathers with the inverse permutation.
 
@@ -56,8 +63,7 @@ class _PermuteFeatures(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         (permutation,) = ctx.saved_tensors
-        inverse = torch.empty_like(permutation)
-        inverse[permutation] = torch.arange(permutation.numel(), device=permutation.device)
+        inverse = inverse_permutation(permutation)
         return torch.gather(grad, 1, inverse.expand(grad.shape[0], -1)), None
 
 
