@@ -46,6 +46,11 @@ class _AllReduceSum(torch.autograd.Function):
         return grad
 
 
+def global_mean(z: torch.Tensor, n: int) -> torch.Tensor:
+    """Per-feature mean of the global batch of ``n`` rows, of which ``z`` holds this rank's."""
+    return all_reduce_sum(z.sum(dim=0)) / n
+
+
 def global_count(n: int, device: torch.device) -> int:
     """The number of samples over all ranks."""
     count = torch.tensor([n], dtype=torch.int64, device=device)

@@ -137,7 +137,7 @@ def barlow_twins_terms(
 def _standardize_globally(z: torch.Tensor, n: int, eps: float = BATCHNORM_EPS) -> torch.Tensor:
     """``batch_standardize`` with the mean and biased variance of the global batch (n rows over
     all ranks); plain autograd through the all-reduces."""
-    centred = z - _distributed.all_reduce_sum(z.sum(dim=0)) / n
+    centred = z - _distributed.global_mean(z, n)
     return centred * torch.rsqrt(_distributed.all_reduce_sum(centred.pow(2).sum(dim=0)) / n + eps)
 
 

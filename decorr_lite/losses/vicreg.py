@@ -155,4 +155,4 @@ def _centre(z: torch.Tensor, global_n: int | None) -> torch.Tensor:
     """Subtract the batch mean: of the local rows, or of the global batch of ``global_n`` rows."""
     if global_n is None:
         return z - z.mean(dim=0)
-    return z - _distributed.all_reduce_sum(z.sum(dim=0)) / global_n
+    return z - _distributed.global_mean(z, global_n)
