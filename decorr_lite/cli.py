@@ -7,9 +7,9 @@ command line, the Python API and the cache key always agree.
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
 import json
+import os
 import sys
 
 from .train import LOSSES, TERMS, TrainConfig, train_ssl
