@@ -4,22 +4,31 @@ The modular path -- ``permute_features``, then ``batch_standardize`` (Barlow Twi
 (VICReg), then ``circular_blocks`` -- is the readable reference, and serves the distributed case.
 This module computes the same values and gradients (the tests compare them, and both against
 brute-force formulas) with far fewer passes over the (n, d) data. On a CPU the relaxation's time
-is not the FFTs' but the memory traffic around them: at n = 256, d = 16384 a view is 16 MB, an
-elementwise pass over it costs about a fifth of an FFT, and the modular path makes dozens.
+is not the FFTs' but the memory traffic around them: at n = 256, d = 16384 a view is 16 MB, a
+pass over it from memory costs about a third of an FFT, and the modular path makes dozens.
 
-Three things make it fast:
+What makes it fast:
 
-1. **Row chunks that stay in cache.** The rows go in chunks of about 4 MB of one view. A first
-   pass reads each chunk for the per-feature statistics and gathers it into permuted order
-   while it is in the CPU cache; a second centres and scales each chunk, transforms it and adds
-   it to the cross-spectrum. The backward pass goes through the same chunks.
-2. **The backward pass is written out.** With x = (z[:, perm] - mean) * scale and any upstream
+1. **Row chunks that stay in cache.** The rows go in chunks of about 4 MB of one view; each
+   chunk is gathered into permuted order, transformed and added to the cross-spectrum while it
+   is in the CPU cache, and the backward pass goes through the same chunks.
+2. **VICReg reads its views once.** It transforms x' = z[:, perm] - z[0, perm], the views
+   shifted by a sample, and centres afterwards: the spectra of the centred rows are F' - M', M'
+   the spectrum of the mean of x', so the cross-spectrum is sum_n F'^H F' - n M'^H M'. Shifting
+   by a sample first (the "shifted data" algorithm) keeps that subtraction as accurate as
+   centring first. Barlow Twins scales every feature by its own std, which has no such
+   shortcut: it reads the views once for the statistics and once to standardise them.
+3. **The backward pass is written out.** With x = (z[:, perm] - mean) * scale and any upstream
    gradient gx whose batch mean is zero, dL/dz[:, perm] = scale * (gx - x * mean(gx * x)) for the
    standardisation (scale = 1/std) and gx for centring (scale = 1). The batch means of the
    gradients that reach x are zero analytically: they are circular products with the spectra of
-   centred views, or multiples of the centred views themselves.
-3. **One kernel per step of the chain rule.** The permutation is one gather each way, the spectra
-   are saved from the forward pass, and every other step is an in-place update of a chunk.
+   centred views, or multiples of the centred views themselves. Terms that are the same in
+   every row (VICReg's mean and shift) are added to the spectrum before the inverse FFT, which
+   adds them for free.
+4. **No fresh memory where it can be reused.** When autograd frees the graph after the backward
+   pass (no ``retain_graph``), the backward pass writes the gradients into the buffers that the
+   forward pass saved, and mixes the spectra in place: fresh pages cost more than the arithmetic
+   (about 1.5 us per 4 kB page on a virtual machine, 6 ms for one view).
 
 On a GPU a single chunk (the whole batch) is used: there is no cache to stay in.
 """
@@ -52,37 +61,35 @@ def _column_sum(x: torch.Tensor) -> torch.Tensor:
     return x.new_ones(x.shape[0]) @ x
 
 
-def _gather_with_stats(z: torch.Tensor, chunks: list[slice], permutation: torch.Tensor | None):
-    """Per-feature mean and sum of squared deviations of z, and x = z[:, permutation], in one pass.
+def _graph_freed_after_backward() -> bool:
+    """Whether autograd frees the graph after the backward pass now running (no ``retain_graph``),
+    so that the backward pass may overwrite what the forward pass saved. False where torch does
+    not say (the function is private): then nothing is overwritten."""
+    keep_graph = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return keep_graph is not None and not keep_graph()
+
+
+def _permuted_rows(z, rows, permutation, out):
+    """out = z[rows][:, permutation] (or a copy of the rows without a permutation)."""
+    if permutation is None:
+        return out.copy_(z[rows])
+    return torch.gather(z[rows], 1, permutation.expand(rows.stop - rows.start, -1), out=out)
+
+
+def _statistics(z: torch.Tensor, chunks: list[slice]):
+    """Per-feature mean and sum of squared deviations of z, one pass over it.
 
     The sums are taken of z - z[0] (the "shifted data" algorithm): with a sample as the shift,
-    the subtraction of the squared mean loses no more digits than centring first would. Each
-    chunk is read in order for the statistics first, so that the gather's scattered reads then
-    hit the cache (gathering straight from memory takes twice as long). Without a permutation,
-    x is left empty and ``_normalise`` reads z itself.
+    the subtraction of the squared mean loses no more digits than centring first would.
     """
     shift = z[0]
     total, squares = torch.zeros_like(shift), torch.zeros_like(shift)
-    x = torch.empty_like(z)
     for rows in chunks:
         deviation = z[rows] - shift
         total += _column_sum(deviation)
         squares += _column_sum(deviation.square_())
-        if permutation is not None:
-            torch.gather(z[rows], 1, permutation.expand(rows.stop - rows.start, -1), out=x[rows])
     n = z.shape[0]
-    return x, shift + total / n, (squares - total.square() / n).clamp_(min=0)
-
-
-def _normalise(z, x, rows, permutation, mean, scale):
-    """x[rows] = (z[rows][:, permutation] - mean) * scale, where x[rows] holds the gathered
-    features already (``_gather_with_stats``) unless there is no permutation."""
-    out = x[rows]
-    if permutation is None:
-        torch.sub(z[rows], mean, out=out)
-    else:
-        out.sub_(mean)
-    return out if scale is None else out.mul_(scale)
+    return shift + total / n, (squares - total.square() / n).clamp_(min=0)
 
 
 def _scatter_back(grad, rows, inverse, out):
@@ -95,35 +102,56 @@ def _scatter_back(grad, rows, inverse, out):
 class _Spectra:
     """The block spectra of every row of one view, laid out for the sums that use them.
 
-    One block (b = d): (n, 1, m), m = b // 2 + 1, and the sums over rows are elementwise
-    products. Several blocks: (m, n, g), frequency first, so that each sum over rows or over
-    blocks is a batched product of contiguous matrices (on permuted views, torch's CPU matrix
-    product copies every matrix first and takes three times as long).
+    One block (b = d): a (c, 1, m) tensor per chunk of c rows, m = b // 2 + 1, each the FFT's own
+    output (writing the FFT into a slice of a preallocated tensor, ``out=``, costs two extra
+    copies), and the sums over rows are elementwise products. Several blocks: one (m, n, g)
+    tensor, frequency first, so that each sum over rows or over blocks is a batched product of
+    contiguous matrices (on permuted views, torch's CPU matrix product copies every matrix first
+    and takes three times as long).
     """
 
-    def __init__(self, z: torch.Tensor, block_size: int, data: torch.Tensor | None = None):
+    def __init__(self, z: torch.Tensor, block_size: int, chunks: list[slice], saved: list[torch.Tensor] | None = None):
         n, d = z.shape
         self.block_size, self.d = block_size, d
         num_blocks, m = -(-d // block_size), block_size // 2 + 1
         self.single = num_blocks == 1
-        if data is None:
+        if self.single:  # chunk start -> its spectra
+            self.parts = {} if saved is None else {rows.start: part for rows, part in zip(chunks, saved)}
+        elif saved is None:
             dtype = torch.complex128 if z.dtype == torch.float64 else torch.complex64
-            data = torch.empty((n, 1, m) if self.single else (m, n, num_blocks), dtype=dtype, device=z.device)
-        self.data = data
+            self.data = torch.empty((m, n, num_blocks), dtype=dtype, device=z.device)
+        else:
+            (self.data,) = saved
+
+    def tensors(self) -> list[torch.Tensor]:
+        """What ``ctx.save_for_backward`` keeps; ``_Spectra(..., saved=)`` takes it back."""
+        return list(self.parts.values()) if self.single else [self.data]
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """The spectra of the (c, d) rows x, block by block (zero-padded), in this layout."""
+        spectra = torch.fft.rfft(split_blocks(x, self.block_size), dim=-1)  # (c, g, m)
+        return spectra if self.single else spectra.permute(2, 0, 1)
 
     def store(self, rows: slice, x: torch.Tensor) -> None:
-        """Transform x, the (c, d) rows ``rows`` of the view, block by block (zero-padded)."""
-        blocks = split_blocks(x, self.block_size)
+        """Transform and keep x, the rows ``rows`` of the view."""
         if self.single:
-            torch.fft.rfft(blocks, dim=-1, out=self.data[rows])
+            self.parts[rows.start] = self.transform(x)
         else:
-            self.data[:, rows] = torch.fft.rfft(blocks, dim=-1).permute(2, 0, 1)
+            self.data[:, rows] = self.transform(x)
+
+    def rows(self, rows: slice) -> torch.Tensor:
+        return self.parts[rows.start] if self.single else self.data[:, rows]
+
+    def product(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """sum over rows of conj(a[n, u, f]) * b[n, v, f] for spectra in this layout: (1, 1, m)
+        for one block, (m, g, g) for several."""
+        if self.single:
+            return torch.linalg.vecdot(a, b, dim=0)[None]  # vecdot conjugates its first argument
+        return a.mH @ b
 
     def cross(self, other: _Spectra, rows: slice) -> torch.Tensor:
-        """sum over ``rows`` of conj(self[n, u, f]) * other[n, v, f], in this class's layout."""
-        if self.single:
-            return torch.linalg.vecdot(self.data[rows], other.data[rows], dim=0)[None]  # vecdot conjugates
-        return self.data[:, rows].mH @ other.data[:, rows]  # (m, g, g)
+        """``product`` of this view's and the other's spectra of ``rows``."""
+        return self.product(self.rows(rows), other.rows(rows))
 
     def blocks_first(self, cross: torch.Tensor) -> torch.Tensor:
         """A cross-spectrum in this layout -> (g, g, m)."""
@@ -135,17 +163,33 @@ class _Spectra:
         spectrum = spectrum if self.single else spectrum.permute(2, 0, 1)
         return spectrum.resolve_conj().contiguous()
 
-    def mix(self, rows: slice, weights: torch.Tensor) -> torch.Tensor:
-        """The spectra (c, g, m) of the rows' gradient: out[n, v] = sum_u W[u, v] F[n, u] per
-        frequency, for the weights W in this layout (``frequency_first``)."""
+    def apply(self, spectra: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """out[n, v] = sum_u spectra[n, u] W[u, v], per frequency, for weights W in this layout
+        (``frequency_first``)."""
+        return spectra * weights if self.single else spectra @ weights
+
+    def mix(self, rows: slice, weights: torch.Tensor, constant: torch.Tensor | None = None, overwrite=False):
+        """The spectra (c, g, m) of the rows' gradient: ``apply`` to the stored spectra of
+        ``rows``, plus ``constant`` (the spectrum of a term that is the same in every row) if
+        given. ``overwrite`` reuses the stored spectra's memory for the result (one block)."""
+        spectra = self.rows(rows)
         if self.single:
-            return self.data[rows] * weights[0]
+            if constant is None:
+                return spectra.mul_(weights) if overwrite else spectra * weights
+            return torch.addcmul(constant, spectra, weights, out=spectra if overwrite else None)
+        mixed = spectra @ weights if constant is None else torch.baddbmm(constant, spectra, weights)
         # made contiguous here: the inverse FFT of the strided view is slower than the copy
-        return (self.data[:, rows] @ weights).permute(1, 2, 0).contiguous()
+        return mixed.permute(1, 2, 0).contiguous()
 
     def signal(self, spectrum: torch.Tensor) -> torch.Tensor:
         """(c, g, m) spectra -> (c, d) real rows, dropping the padding of the last block."""
         return torch.fft.irfft(spectrum, n=self.block_size, dim=-1).flatten(1)[:, : self.d]
+
+
+def _halves(saved: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The saved spectra of the two views (``_Spectra.tensors`` of each, one after the other)."""
+    half = len(saved) // 2
+    return saved[:half], saved[half:]
 
 
 def _inverse(permutation: torch.Tensor | None) -> torch.Tensor | None:
@@ -164,49 +208,55 @@ class RelaxedBarlowTwins(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z1, z2, permutation, block_size, chunks):
         n, d = z1.shape
-        stats, views, spectra = [], [], []
+        stats = []
         for z in (z1, z2):
-            x, mean, squares = _gather_with_stats(z, chunks, permutation)
+            mean, squares = _statistics(z, chunks)
             stats += [mean, torch.rsqrt(squares / n + BATCHNORM_EPS)]
-            views.append(x)
-            spectra.append(_Spectra(z, block_size))
+        views = (torch.empty_like(z1), torch.empty_like(z2))
+        spectra = (_Spectra(z1, block_size, chunks), _Spectra(z2, block_size, chunks))
         (a, b), (f1, f2) = views, spectra
         permuted = stats if permutation is None else [s[permutation] for s in stats]
         c_diag, cross = z1.new_zeros(d), 0
         for rows in chunks:
             for z, x, f, mean, inv_std in zip((z1, z2), views, spectra, permuted[::2], permuted[1::2]):
-                f.store(rows, _normalise(z, x, rows, permutation, mean, inv_std))
+                f.store(rows, _permuted_rows(z, rows, permutation, x[rows]).sub_(mean).mul_(inv_std))
             c_diag += _column_sum(a[rows] * b[rows])
             cross = cross + f1.cross(f2, rows)
         inverse = _inverse(permutation)
         ctx.block_size, ctx.chunks = block_size, chunks
-        ctx.save_for_backward(z1, z2, a, b, f1.data, f2.data, permutation, inverse, *stats)
+        ctx.save_for_backward(z1, z2, a, b, permutation, inverse, *stats, *f1.tensors(), *f2.tensors())
         sums = torch.fft.irfft(f1.blocks_first(cross), n=block_size, dim=-1)
         return (c_diag if inverse is None else c_diag[inverse]), sums
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_diag, grad_sums):
-        z1, z2, a, b, f1, f2, permutation, inverse, mean1, inv_std1, mean2, inv_std2 = ctx.saved_tensors
+        z1, z2, a, b, permutation, inverse, mean1, inv_std1, mean2, inv_std2, *saved = ctx.saved_tensors
         n, d = a.shape
-        f1, f2 = _Spectra(a, ctx.block_size, f1), _Spectra(b, ctx.block_size, f2)
+        f1, f2 = (_Spectra(a, ctx.block_size, ctx.chunks, part) for part in _halves(saved))
         scales = (inv_std1, inv_std2) if permutation is None else (inv_std1[permutation], inv_std2[permutation])
         if permutation is not None:
             grad_diag = grad_diag[permutation]
         grad_spectrum = torch.fft.rfft(grad_sums, dim=-1)  # (g, g, m)
         # dL/dF1[n, u] = sum_v conj(G[u, v]) F2[n, v] and dL/dF2[n, v] = sum_u G[u, v] F1[n, u]
         weights = (f1.frequency_first(grad_spectrum.transpose(0, 1).conj()), f1.frequency_first(grad_spectrum))
-        grads = (torch.empty_like(a), torch.empty_like(b))
+        # Each chunk of a and b is last read just before its gradients are written: they can
+        # take its place, as the spectra can take the place of their products.
+        overwrite = _graph_freed_after_backward()
+        grads = (a, b) if overwrite else (torch.empty_like(a), torch.empty_like(b))
         # dL/da = irfft(sum_v conj(G[u, v]) F2[v]) + b * grad_diag, and symmetrically for b. The
         # standardisation's backward, scale * (dL/da - a * mean(dL/da * a)), needs the mean over
         # all rows, so the first pass writes scale * dL/da and the second subtracts the rest.
         moments = [torch.zeros_like(grad_diag), torch.zeros_like(grad_diag)]
         for rows in ctx.chunks:
-            mixed = (f2.mix(rows, weights[0]), f1.mix(rows, weights[1]))
-            for spectrum, x, other, scale, moment, out in zip(mixed, (a, b), (b, a), scales, moments, grads):
+            mixed = (f2.mix(rows, weights[0], overwrite=overwrite), f1.mix(rows, weights[1], overwrite=overwrite))
+            chunk_grads = []
+            for spectrum, x, other, scale, moment in zip(mixed, (a, b), (b, a), scales, moments):
                 grad = f1.signal(spectrum).addcmul_(other[rows], grad_diag)
                 moment += _column_sum(grad * x[rows])
-                _scatter_back(grad.mul_(scale), rows, inverse, out)
+                chunk_grads.append(grad.mul_(scale))
+            for grad, out in zip(chunk_grads, grads):
+                _scatter_back(grad, rows, inverse, out)
         # Second pass, in the original feature order: scale * a * mean(dL/da * a), with
         # a = (z - mean) * inv_std, is z * k - mean * k for k = inv_std^2 * mean(dL/da * a).
         for z, mean, inv_std, moment, out in zip((z1, z2), (mean1, mean2), (inv_std1, inv_std2), moments, grads):
@@ -225,47 +275,69 @@ class RelaxedVICReg(torch.autograd.Function):
       squares (2, d): per view, sum_n (z[n, i] - mean_i)^2 ((n - 1) times the variance);
       sums (2, g, g, b): per view, the wrapped-diagonal sums of the blocks of Zc^T Zc, Zc the
       centred view with permuted features (``covariance.py`` normalises them).
+    The views are transformed shifted by their first row, x' = z[:, perm] - z[0, perm], and
+    centred afterwards (the module's docstring, point 2).
     """
 
     @staticmethod
     def forward(ctx, z1, z2, permutation, block_size, chunks):
-        stats = [_gather_with_stats(z, chunks, permutation) for z in (z1, z2)]
-        views = [x for x, _, _ in stats]
-        means = [mean if permutation is None else mean[permutation] for _, mean, _ in stats]
-        spectra = [_Spectra(z1, block_size), _Spectra(z2, block_size)]
-        mean_difference = means[0] - means[1]
-        squared_difference, cross = z1.new_zeros(()), [0, 0]
+        n, d = z1.shape
+        views = (torch.empty_like(z1), torch.empty_like(z2))  # x', permuted and shifted
+        spectra = (_Spectra(z1, block_size, chunks), _Spectra(z2, block_size, chunks))
+        shifts = [z[0] if permutation is None else z[0, permutation] for z in (z1, z2)]
+        offset = shifts[0] - shifts[1]  # z1 - z2 = x'1 - x'2 + offset, in permuted order
+        totals, squares, cross = [0, 0], [0, 0], [0, 0]
+        squared_difference = z1.new_zeros(())
         for rows in chunks:
-            for k, (z, mean, x, f) in enumerate(zip((z1, z2), means, views, spectra)):
-                f.store(rows, _normalise(z, x, rows, permutation, mean, None))
+            for k, (z, x, f, shift) in enumerate(zip((z1, z2), views, spectra, shifts)):
+                chunk = _permuted_rows(z, rows, permutation, x[rows]).sub_(shift)
+                totals[k] = totals[k] + _column_sum(chunk)
+                squares[k] = squares[k] + _column_sum(chunk.square())
+                f.store(rows, chunk)
                 cross[k] = cross[k] + f.cross(f, rows)
-            # z1 - z2 in permuted order, from the centred chunks already in cache
-            difference = (views[0][rows] - views[1][rows]).add_(mean_difference).flatten()
+            difference = torch.sub(views[0][rows], views[1][rows]).add_(offset).flatten()
             squared_difference += difference @ difference
+        # Centring afterwards: the mean of x' is mu', the spectra of the centred rows F' - M'.
+        means = [total / n for total in totals]
+        mean_spectra = [f.transform(mean[None]) for f, mean in zip(spectra, means)]
+        cross = [c - n * f.product(m, m) for c, f, m in zip(cross, spectra, mean_spectra)]
+        squares = torch.stack([(s - n * mean.square()).clamp_(min=0) for s, mean in zip(squares, means)])
+        inverse = _inverse(permutation)
         ctx.block_size, ctx.chunks = block_size, chunks
-        ctx.save_for_backward(*views, spectra[0].data, spectra[1].data, permutation, mean_difference)
+        ctx.save_for_backward(
+            *views, permutation, inverse, offset, *means, *mean_spectra, *spectra[0].tensors(), *spectra[1].tensors()
+        )
         sums = torch.fft.irfft(torch.stack([spectra[0].blocks_first(c) for c in cross]), n=block_size, dim=-1)
-        return squared_difference, torch.stack([squares for _, _, squares in stats]), sums
+        return squared_difference, (squares if inverse is None else squares[:, inverse]), sums
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_difference, grad_squares, grad_sums):
-        x1, x2, f1, f2, permutation, mean_difference = ctx.saved_tensors
-        f1, f2 = _Spectra(x1, ctx.block_size, f1), _Spectra(x2, ctx.block_size, f2)
-        inverse = _inverse(permutation)
+        x1, x2, permutation, inverse, offset, mean1, mean2, spectrum1, spectrum2, *saved = ctx.saved_tensors
+        f1, f2 = (_Spectra(x1, ctx.block_size, ctx.chunks, part) for part in _halves(saved))
         if permutation is not None:
             grad_squares = grad_squares[:, permutation]
         # An auto-correlation's gradient is the sum of both circular products: G + G^H per frequency.
         grad_spectra = torch.fft.rfft(grad_sums, dim=-1)  # (2, g, g, m)
         weights = [f1.frequency_first(w) for w in grad_spectra + grad_spectra.transpose(1, 2).conj()]
-        grads = (torch.empty_like(x1), torch.empty_like(x2))
-        # The gradients that reach the centred views have batch mean zero (circular products with
-        # centred views, multiples of them), so the centring's backward leaves them unchanged;
-        # the invariance term is a function of the raw views and adds +-2 (z1 - z2) directly.
+        # dL/dz1[:, perm] = irfft((F'1 - M'1) W1) + 2 gs1 (x'1 - mu'1) + c (x'1 - x'2 + offset), c =
+        # 2 dL/d(squared_difference): the centring's backward leaves the first two unchanged, as
+        # their batch means are zero. The terms that are the same in every row go into the
+        # spectrum before the inverse FFT; the rest is (2 gs1 + c) x'1 - c x'2. View 2: likewise,
+        # with -c (x'1 - x'2 + offset).
+        c = 2 * grad_difference
+        constants = [
+            f.transform((sign * c * offset - 2 * gs * mean)[None]) - f.apply(spectrum, w)
+            for f, sign, gs, mean, spectrum, w in zip((f1, f2), (1, -1), grad_squares, (mean1, mean2), (spectrum1, spectrum2), weights)
+        ]
+        factors, minus_c = [2 * grad_squares[0] + c, 2 * grad_squares[1] + c], -c
+        overwrite = _graph_freed_after_backward()
+        grads = (x1, x2) if overwrite else (torch.empty_like(x1), torch.empty_like(x2))
         for rows in ctx.chunks:
-            difference = (x1[rows] - x2[rows]).add_(mean_difference).mul_(2 * grad_difference)
-            for k, (x, f, sign, out) in enumerate(zip((x1, x2), (f1, f2), (1, -1), grads)):
-                grad = f.signal(f.mix(rows, weights[k]))
-                grad.addcmul_(x[rows], 2 * grad_squares[k]).add_(difference, alpha=sign)
+            chunk_grads = []
+            for f, w, constant, x, other, factor in zip((f1, f2), weights, constants, (x1, x2), (x2, x1), factors):
+                grad = f.signal(f.mix(rows, w, constant, overwrite=overwrite))
+                chunk_grads.append(grad.addcmul_(x[rows], factor).addcmul_(other[rows], minus_c))
+            for grad, out in zip(chunk_grads, grads):  # after both: each reads x'1 and x'2
                 _scatter_back(grad, rows, inverse, out)
         return grads[0], grads[1], None, None, None
