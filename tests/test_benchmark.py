@@ -53,6 +53,8 @@ def test_script_writes_every_case(tmp_path):
     assert "exact / gram time at d=32 (target >= 40)" in result["ratios"]["barlow"]
     assert "fft(b=d) / two rfft at d=32, alternated, medians (target <= 6)" in result["ratios"]["barlow"]
     assert len(result["pairs"]["barlow"]["times"]) == 3
+    assert "fft(b=8) / fft(b=d) time at d=32, alternated, medians (target <= 2)" in result["ratios"]["barlow"]
+    assert result["block_pairs"]["barlow"]["case"]["block_size"] == 8 and len(result["block_pairs"]["barlow"]["times"]) == 3
     assert "fft(b=8) / fft(b=d)" in proc.stdout and "barlow: forward+backward" in proc.stdout
 
 
