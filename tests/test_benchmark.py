@@ -79,3 +79,5 @@ def test_fused_vs_modular_script_times_both_paths(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert {(r["loss"], r["block_size"]) for r in rows} == {(loss, b) for loss in ("barlow", "vicreg") for b in (24, 5)}
     assert all(len(r["times"]["fused"]) == len(r["times"]["modular"]) == 2 for r in rows)
+    if sys.platform != "win32":  # page faults are counted where resource.getrusage exists
+        assert all(r["median_faults"]["fused"] >= 0 and r["median_faults"]["modular"] >= 0 for r in rows)
