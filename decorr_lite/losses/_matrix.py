@@ -1,4 +1,4 @@
-"""Two small matrix helpers used by both the exact and the relaxed penalties."""
+"""Small helpers shared by the exact and the relaxed penalties."""
 
 from __future__ import annotations
 
@@ -20,3 +20,15 @@ def power_sum(x: torch.Tensor, exponent: float) -> torch.Tensor:
     if exponent == 2:
         return x.pow(2).sum()
     return x.abs().pow(exponent).sum()
+
+
+def block_power_sums(sums: torch.Tensor, exponent: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums over shifts of |s|^q, for the wrapped-diagonal sums s (g, g, b) of the relaxation.
+
+    Returns ``pairs`` (g, g), every shift of each pair of blocks, and ``diagonal`` (g,), the shifts
+    k >= 1 of each diagonal block (shift 0 of a diagonal block lies on the matrix's diagonal).
+    The penalties weight these small sums: one pass over s, where indexing the blocks, scaling
+    and summing would make several (g, g, b) copies, and as many again in the backward pass.
+    """
+    power = sums.pow(2) if exponent == 2 else sums.abs().pow(exponent)
+    return power.sum(-1), torch.diagonal(power, dim1=0, dim2=1)[1:].sum(0)

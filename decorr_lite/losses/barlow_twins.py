@@ -21,7 +21,7 @@ import torch
 from . import _distributed, _fused
 from ._checks import check_decorrelation_options, check_pair, check_positive
 from ._matrix import off_diagonal as _off_diagonal
-from ._matrix import power_sum
+from ._matrix import block_power_sums, power_sum
 from .circular import circular_blocks, permute_features
 from .cross_correlation import BATCHNORM_EPS, batch_standardize
 
@@ -115,7 +115,7 @@ def barlow_twins_terms(
         c_diag, sums = _fused.RelaxedBarlowTwins.apply(
             z1, z2, permutation, block_size, _fused.row_chunks(n, d, z1)
         )
-        return {"on_diagonal": (1 - c_diag / n).pow(2).sum(), "off_diagonal": _penalty(sums / n, exponent)}
+        return {"on_diagonal": (1 - c_diag / n).pow(2).sum(), "off_diagonal": _penalty(sums, n, exponent)}
 
     a, b = batch_standardize(z1), batch_standardize(z2)
     if method == "exact":
@@ -152,17 +152,15 @@ def _relaxed_off_diagonal(
     sums = circular_blocks(a, b, block_size)
     if global_n is not None:
         sums, n = _distributed.all_reduce_sum(sums), global_n
-    return _penalty(sums / n, exponent)
+    return _penalty(sums, n, exponent)
 
 
-def _penalty(sums: torch.Tensor, exponent: float) -> torch.Tensor:
+def _penalty(sums: torch.Tensor, n: int, exponent: float) -> torch.Tensor:
     """sum |s/n|^q over the diagonal blocks' shifts k >= 1 and every shift of the other blocks."""
     num_blocks = sums.shape[0]
-    blocks = torch.arange(num_blocks, device=sums.device)
-    # Diagonal blocks: shift 0 holds the C_ii (the on-diagonal term's business), so skip it.
-    penalty = power_sum(sums[blocks, blocks, 1:], exponent)
-    if num_blocks > 1:
-        # Every ordered pair of distinct blocks, every shift.
-        off_blocks = ~torch.eye(num_blocks, dtype=torch.bool, device=sums.device)
-        penalty = penalty + power_sum(sums[off_blocks], exponent)
-    return penalty
+    # Diagonal blocks: shift 0 holds the C_ii (the on-diagonal term's business), so it is left out.
+    pairs, diagonal = block_power_sums(sums, exponent)
+    penalty = diagonal.sum()
+    if num_blocks > 1:  # every ordered pair of distinct blocks, every shift
+        penalty = penalty + pairs.masked_fill(torch.eye(num_blocks, dtype=torch.bool, device=sums.device), 0).sum()
+    return penalty / n**exponent

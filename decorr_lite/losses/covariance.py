@@ -23,7 +23,7 @@ import torch
 
 from ._checks import check_decorrelation_options, check_embeddings
 from ._distributed import all_reduce_sum
-from ._matrix import off_diagonal, power_sum
+from ._matrix import block_power_sums, off_diagonal, power_sum
 from .circular import circular_blocks, permute_features
 
 
@@ -67,23 +67,19 @@ def _relaxed_penalty(
 
 def relaxed_penalty_from_sums(sums: torch.Tensor, n: int, d: int, block_size: int, exponent: float) -> torch.Tensor:
     """The authors' normalisation of the wrapped-diagonal sums (g, g, b) of Zc^T Zc over n rows."""
-    sums = sums / (n - 1)
     num_blocks = sums.shape[0]
-
-    # Divide by the block size; a pair that involves the zero-padded last block by its true size.
-    sizes = torch.full((num_blocks,), float(block_size), dtype=sums.dtype, device=sums.device)
+    pairs, diagonal = block_power_sums(sums, exponent)
+    # t = s / ((n - 1) * size): a pair that involves the zero-padded last block has its true size.
+    sizes = torch.full((num_blocks,), float(block_size), dtype=pairs.dtype, device=pairs.device)
     sizes[-1] = d - (num_blocks - 1) * block_size
-    sums = sums / torch.minimum(sizes[:, None], sizes[None, :])[..., None]
-
-    blocks = torch.arange(num_blocks, device=sums.device)
+    scale = ((n - 1) * torch.minimum(sizes[:, None], sizes[None, :])).pow(-exponent)  # |t|^q = scale * |s|^q
     # Diagonal blocks: shift 0 is the block's variances, the rest are off-diagonal entries.
-    penalty = power_sum(sums[blocks, blocks, 1:], exponent) / num_blocks
+    penalty = (diagonal * scale.diagonal()).sum() / num_blocks
     if num_blocks > 1:
         # Off-diagonal blocks: every shift. (u, v) and (v, u) hold the same sums reversed, so
         # the upper triangle counted twice is the whole off-diagonal part.
-        upper_u, upper_v = torch.triu_indices(num_blocks, num_blocks, offset=1, device=sums.device)
         num_pairs = num_blocks * (num_blocks - 1) // 2
-        penalty = penalty + 2 * power_sum(sums[upper_u, upper_v], exponent) / num_pairs
+        penalty = penalty + 2 * torch.triu(pairs * scale, diagonal=1).sum() / num_pairs
     return penalty
 
 
