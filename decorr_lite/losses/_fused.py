@@ -27,8 +27,9 @@ What makes it fast:
    adds them for free.
 4. **No fresh memory where it can be reused.** When autograd frees the graph after the backward
    pass (no ``retain_graph``), the backward pass writes the gradients into the buffers that the
-   forward pass saved, and mixes the spectra in place: fresh pages cost more than the arithmetic
-   (about 1.5 us per 4 kB page on a virtual machine, 6 ms for one view).
+   forward pass saved, and mixes the spectra in place (one block): a fresh page costs a fault on
+   first touch, which on a virtual machine costs more than the arithmetic on it
+   (``benchmarks/fused_vs_modular.py`` counts them).
 
 On a GPU a single chunk (the whole batch) is used: there is no cache to stay in.
 """
@@ -100,47 +101,37 @@ def _scatter_back(grad, rows, inverse, out):
 
 
 class _Spectra:
-    """The block spectra of every row of one view, laid out for the sums that use them.
+    """The block spectra of every row of one view, laid out for the sums that use them: one
+    tensor per chunk of c rows, made once and kept for the backward pass.
 
-    One block (b = d): a (c, 1, m) tensor per chunk of c rows, m = b // 2 + 1, each the FFT's own
-    output (writing the FFT into a slice of a preallocated tensor, ``out=``, costs two extra
-    copies), and the sums over rows are elementwise products. Several blocks: one (m, n, g)
-    tensor, frequency first, so that each sum over rows or over blocks is a batched product of
-    contiguous matrices (on permuted views, torch's CPU matrix product copies every matrix first
-    and takes three times as long).
+    One block (b = d): (c, 1, m), m = b // 2 + 1, the FFT's own output (writing the FFT into a
+    slice of a preallocated tensor, ``out=``, costs two extra copies), and the sums over rows are
+    elementwise products. Several blocks: (m, c, g), frequency first, so that each sum over rows
+    or over blocks is a batched product of contiguous matrices (on permuted views, torch's CPU
+    matrix product copies every matrix first and takes three times as long).
     """
 
     def __init__(self, z: torch.Tensor, block_size: int, chunks: list[slice], saved: list[torch.Tensor] | None = None):
-        n, d = z.shape
-        self.block_size, self.d = block_size, d
-        num_blocks, m = -(-d // block_size), block_size // 2 + 1
-        self.single = num_blocks == 1
-        if self.single:  # chunk start -> its spectra
-            self.parts = {} if saved is None else {rows.start: part for rows, part in zip(chunks, saved)}
-        elif saved is None:
-            dtype = torch.complex128 if z.dtype == torch.float64 else torch.complex64
-            self.data = torch.empty((m, n, num_blocks), dtype=dtype, device=z.device)
-        else:
-            (self.data,) = saved
+        self.block_size, self.d = block_size, z.shape[1]
+        self.single = block_size >= self.d
+        saved = saved or []
+        self.parts = {rows.start: part for rows, part in zip(chunks, saved)}  # chunk start -> spectra
 
     def tensors(self) -> list[torch.Tensor]:
         """What ``ctx.save_for_backward`` keeps; ``_Spectra(..., saved=)`` takes it back."""
-        return list(self.parts.values()) if self.single else [self.data]
+        return list(self.parts.values())
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """The spectra of the (c, d) rows x, block by block (zero-padded), in this layout."""
         spectra = torch.fft.rfft(split_blocks(x, self.block_size), dim=-1)  # (c, g, m)
-        return spectra if self.single else spectra.permute(2, 0, 1)
+        return spectra if self.single else spectra.permute(2, 0, 1).contiguous()
 
     def store(self, rows: slice, x: torch.Tensor) -> None:
         """Transform and keep x, the rows ``rows`` of the view."""
-        if self.single:
-            self.parts[rows.start] = self.transform(x)
-        else:
-            self.data[:, rows] = self.transform(x)
+        self.parts[rows.start] = self.transform(x)
 
     def rows(self, rows: slice) -> torch.Tensor:
-        return self.parts[rows.start] if self.single else self.data[:, rows]
+        return self.parts[rows.start]
 
     def product(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """sum over rows of conj(a[n, u, f]) * b[n, v, f] for spectra in this layout: (1, 1, m)
@@ -171,7 +162,8 @@ class _Spectra:
     def mix(self, rows: slice, weights: torch.Tensor, constant: torch.Tensor | None = None, overwrite=False):
         """The spectra (c, g, m) of the rows' gradient: ``apply`` to the stored spectra of
         ``rows``, plus ``constant`` (the spectrum of a term that is the same in every row) if
-        given. ``overwrite`` reuses the stored spectra's memory for the result (one block)."""
+        given. ``overwrite`` reuses the stored spectra's memory for the result (one block; a
+        matrix product cannot write over its input)."""
         spectra = self.rows(rows)
         if self.single:
             if constant is None:
