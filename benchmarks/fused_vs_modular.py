@@ -7,8 +7,7 @@ Both paths compute the same values and gradients (tests/test_fused.py); this mea
 fused one buys. Each pass is one forward+backward of the loss with a fixed permutation, and the
 two paths alternate pass by pass in one process, so that both see the same machine. Prints the
 median and minimum times and their ratios, and the median number of minor page faults per pass
-(first touches of fresh memory, which cost about 1.5 us each on this project's VM; Unix only),
-and writes JSON.
+(first touches of fresh memory, which are expensive on a virtual machine), and writes JSON.
 """
 
 from __future__ import annotations
@@ -17,24 +16,15 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
-
-try:
-    import resource  # Unix: page-fault counts
-except ImportError:  # pragma: no cover - Windows
-    resource = None
 
 import torch
 
 from decorr_lite import barlow_twins_loss, vicreg_loss
+from decorr_lite.benchmark import alternate
 from decorr_lite.losses import _fused
 
 LOSSES = {"barlow": barlow_twins_loss, "vicreg": vicreg_loss}
-
-
-def minor_faults() -> int | None:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else None
 
 
 def time_pair(loss: str, n: int, d: int, block_size: int | None, pairs: int) -> dict:
@@ -54,18 +44,10 @@ def time_pair(loss: str, n: int, d: int, block_size: int | None, pairs: int) -> 
         finally:
             _fused.supported = supported
 
-    times, faults = {"fused": [], "modular": []}, {"fused": [], "modular": []}
-    for fused in (True, False):  # warm-up
-        step(fused)
-    for _ in range(pairs):
-        for name in times:
-            before, t0 = minor_faults(), time.perf_counter()
-            step(name == "fused")
-            times[name].append(time.perf_counter() - t0)
-            if before is not None:
-                faults[name].append(minor_faults() - before)
+    (fused, modular), (fused_faults, modular_faults) = alternate([lambda: step(True), lambda: step(False)], pairs)
+    times, faults = {"fused": fused, "modular": modular}, {"fused": fused_faults, "modular": modular_faults}
     return {"loss": loss, "n": n, "d": d, "block_size": block_size or d, "times": times,
-            "median_faults": {k: statistics.median(v) if v else None for k, v in faults.items()},
+            "median_faults": {k: statistics.median(v) for k, v in faults.items()},
             "median_speedup": statistics.median(times["modular"]) / statistics.median(times["fused"]),
             "min_speedup": min(times["modular"]) / min(times["fused"])}
 

@@ -170,6 +170,24 @@ def measure_isolated(
     return _run_worker(payload, timeout, case)
 
 
+def alternate(steps, pairs: int, device: str = "cpu") -> tuple[list[list[float]], list[list[int]]]:
+    """Run each step once (warm-up: plans, allocator, caches), then ``pairs`` rounds of one timed
+    pass of each, in turn, so that all see the same machine. Returns, per step, the wall time of
+    each pass and its minor page faults (first touches of fresh memory)."""
+    for step in steps:
+        step()
+    times: list[list[float]] = [[] for _ in steps]
+    faults: list[list[int]] = [[] for _ in steps]
+    for _ in range(pairs):
+        for step, record, faulted in zip(steps, times, faults):
+            before, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+            step()
+            _sync(device)
+            record.append(time.perf_counter() - t0)
+            faulted.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return times, faults
+
+
 def measure_pair(case: Case, reference: Case, pairs: int = 40) -> dict:
     """Time ``case`` and ``reference`` alternately in one process: their ratio, drift-free.
 
@@ -178,16 +196,7 @@ def measure_pair(case: Case, reference: Case, pairs: int = 40) -> dict:
     the two, pass by pass, exposes both to the same conditions. Returns both time lists, the ratio
     of the medians and the ratio of the minima (the least disturbed passes of each).
     """
-    steps = [_forward_backward(c) for c in (case, reference)]
-    for step in steps:  # warm-up: plans, allocator, caches
-        step()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(pairs):
-        for step, record in zip(steps, times):
-            t0 = time.perf_counter()
-            step()
-            _sync(case.device)
-            record.append(time.perf_counter() - t0)
+    times, _ = alternate([_forward_backward(c) for c in (case, reference)], pairs, case.device)
     return {
         "case": asdict(case), "reference": asdict(reference), "pairs": pairs,
         "times": times[0], "reference_times": times[1],
