@@ -13,6 +13,7 @@ from torch.autograd import gradcheck
 
 import decorr_lite as dl
 from decorr_lite.losses import _fused
+from decorr_lite.losses._matrix import block_power_sums
 
 N, D = 11, 12
 LOSSES = {"barlow": dl.barlow_twins_loss, "vicreg": dl.vicreg_loss}
@@ -176,3 +177,26 @@ def test_fused_accepts_non_contiguous_views(monkeypatch, loss):
     expected = value_and_grads(LOSSES[loss], c1, c2, **kwargs)
     for a, e in zip(actual, expected):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 5, 6])  # odd and even: the Nyquist frequency's weight
+@pytest.mark.parametrize("exponent", [1, 2, 3])
+def test_power_sums_from_the_spectrum_match_the_sums(block_size, exponent):
+    """``_power_sums`` (Parseval for q = 2) equals ``block_power_sums`` of the inverse FFT, and
+    ``_sums_gradient`` equals rfft over the shifts of autograd's dL/ds, for upstream gradients
+    that weight every pair and diagonal block differently."""
+    g, n = 3, 7
+    gen = torch.Generator().manual_seed(block_size + 10 * exponent)
+    x, y = (torch.randn(n, g, block_size, generator=gen, dtype=torch.float64) for _ in range(2))
+    cross = torch.einsum("nuf,nvf->fuv", torch.fft.rfft(x).conj(), torch.fft.rfft(y))  # (m, g, g)
+    sums = torch.fft.irfft(cross.permute(1, 2, 0), n=block_size).requires_grad_()  # (g, g, b)
+    pairs, diagonal, saved = _fused._power_sums(cross, block_size, exponent)
+    expected_pairs, expected_diagonal = block_power_sums(sums, exponent)
+    torch.testing.assert_close(pairs, expected_pairs, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(diagonal, expected_diagonal, rtol=1e-12, atol=1e-12)
+
+    grad_pairs = torch.randn(g, g, generator=gen, dtype=torch.float64)
+    grad_diagonal = torch.randn(g, generator=gen, dtype=torch.float64)
+    grad_sums = torch.autograd.grad((expected_pairs, expected_diagonal), sums, (grad_pairs, grad_diagonal))[0]
+    gradient = _fused._sums_gradient(cross, saved, grad_pairs, grad_diagonal, block_size, exponent)
+    torch.testing.assert_close(gradient, torch.fft.rfft(grad_sums).permute(2, 0, 1), rtol=1e-12, atol=1e-12)

@@ -30,6 +30,11 @@ What makes it fast:
    forward pass saved, and mixes the spectra in place (one block): a fresh page costs a fault on
    first touch, which on a virtual machine costs more than the arithmetic on it
    (``benchmarks/fused_vs_modular.py`` counts them).
+5. **No inverse FFT of the sums for q = 2.** The penalties need, per pair of blocks, the sum over
+   shifts of s^2, which by Parseval's theorem is a weighted sum over frequencies of |S|^2: it is
+   read off the cross-spectrum, and the gradient with respect to S, 2 * weight * S, is made
+   there too. With g blocks this saves the transforms of g * g * b numbers each way
+   (``_power_sums``).
 
 On a GPU a single chunk (the whole batch) is used: there is no cache to stay in.
 """
@@ -39,6 +44,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from ._matrix import block_power_sums
 from .circular import inverse_permutation, split_blocks
 from .cross_correlation import BATCHNORM_EPS
 
@@ -144,14 +150,14 @@ class _Spectra:
         """``product`` of this view's and the other's spectra of ``rows``."""
         return self.product(self.rows(rows), other.rows(rows))
 
-    def blocks_first(self, cross: torch.Tensor) -> torch.Tensor:
-        """A cross-spectrum in this layout -> (g, g, m)."""
-        return cross if self.single else cross.permute(1, 2, 0)
+    def frequency_first(self, cross: torch.Tensor) -> torch.Tensor:
+        """A cross-spectrum in this layout -> (m, g, g), a view."""
+        return cross.permute(2, 0, 1) if self.single else cross
 
-    def frequency_first(self, spectrum: torch.Tensor) -> torch.Tensor:
-        """(g, g, m) -> this layout (the inverse of ``blocks_first``), contiguous and without a
-        lazy conjugation, ready for the products of every chunk."""
-        spectrum = spectrum if self.single else spectrum.permute(2, 0, 1)
+    def weights(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """(m, g, g) -> this layout (the inverse of ``frequency_first``), contiguous and without
+        a lazy conjugation, ready for the products of every chunk."""
+        spectrum = spectrum.permute(1, 2, 0) if self.single else spectrum
         return spectrum.resolve_conj().contiguous()
 
     def apply(self, spectra: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -178,6 +184,54 @@ class _Spectra:
         return torch.fft.irfft(spectrum, n=self.block_size, dim=-1).flatten(1)[:, : self.d]
 
 
+def _parseval_weights(block_size: int, m: int, like: torch.Tensor) -> torch.Tensor:
+    """(m,): w[f] such that sum_k s[k]^2 = sum_f w[f] |S_f|^2 for s = irfft(S) of length b
+    (Parseval). A frequency 0 < f < b/2 stands for itself and its mirror image b - f: 2/b;
+    frequency 0 and, for even b, b/2 are their own mirror images: 1/b. (Their imaginary parts,
+    which irfft ignores, are zero in the spectra of real signals.)"""
+    w = torch.full((m,), 2 / block_size, dtype=like.real.dtype, device=like.device)
+    w[[0, m - 1] if block_size % 2 == 0 else [0]] = 1 / block_size
+    return w
+
+
+def _power_sums(cross: torch.Tensor, block_size: int, exponent: float):
+    """``block_power_sums`` of the wrapped-diagonal sums s = irfft(cross), from the cross-spectrum
+    (m, g, g) (frequency first): pairs (g, g), diagonal (g,), and what ``_sums_gradient`` needs.
+
+    For q = 2 the sums over shifts of s^2 are Parseval's sums over frequencies of |S|^2, read off
+    the spectrum where it lies, without the inverse FFT of all g * g blocks; only the g diagonal
+    blocks are inverted, to leave out their shift 0 (subtracting s[u, u, 0]^2 from the total
+    would cancel most of its digits: shift 0 holds the block's variances, by far the largest).
+    """
+    m, g, _ = cross.shape
+    if exponent != 2:
+        sums = torch.fft.irfft(cross.permute(1, 2, 0), n=block_size, dim=-1)  # (g, g, b)
+        return (*block_power_sums(sums, exponent), sums)
+    power = torch.view_as_real(cross).square().sum(-1).view(m, g * g)  # |S|^2
+    pairs = (_parseval_weights(block_size, m, cross) @ power).view(g, g)
+    diagonal_sums = torch.fft.irfft(torch.diagonal(cross, dim1=1, dim2=2).T, n=block_size, dim=-1)  # (g, b)
+    return pairs, diagonal_sums[:, 1:].square().sum(-1), diagonal_sums
+
+
+def _sums_gradient(cross, saved, grad_pairs, grad_diagonal, block_size: int, exponent: float) -> torch.Tensor:
+    """rfft over the shifts of dL/ds (m, g, g), frequency first, for the upstream gradients of
+    ``_power_sums``'s pairs and diagonal; ``saved`` is its third output.
+
+    q = 2: dL/ds[u, v, k] = 2 s[u, v, k] (grad_pairs[u, v] + [u = v, k >= 1] grad_diagonal[u]),
+    and rfft(s) = S: the pairs' part is 2 grad_pairs S, made where S lies.
+    """
+    if exponent != 2:
+        with torch.enable_grad():
+            sums = saved.detach().requires_grad_()
+            grad_sums = torch.autograd.grad(block_power_sums(sums, exponent), sums, (grad_pairs, grad_diagonal))[0]
+        return torch.fft.rfft(grad_sums, dim=-1).permute(2, 0, 1)
+    gradient = cross * (2 * grad_pairs)
+    diagonal_grad = saved * (2 * grad_diagonal[:, None])
+    diagonal_grad[:, 0] = 0
+    torch.diagonal(gradient, dim1=1, dim2=2).add_(torch.fft.rfft(diagonal_grad, dim=-1).T)
+    return gradient
+
+
 def _halves(saved: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The saved spectra of the two views (``_Spectra.tensors`` of each, one after the other)."""
     half = len(saved) // 2
@@ -189,16 +243,17 @@ def _inverse(permutation: torch.Tensor | None) -> torch.Tensor | None:
 
 
 class RelaxedBarlowTwins(torch.autograd.Function):
-    """(C_ii, s) of Barlow Twins' relaxation from the raw views, chunk by chunk.
+    """C_ii and the power sums of s for Barlow Twins' relaxation, from the raw views, chunk by chunk.
 
-    forward(z1, z2, permutation, block_size, chunks) returns
+    forward(z1, z2, permutation, block_size, exponent, chunks) returns
       c_diag (d,): sum_n a[n, i] * b[n, i] (n times C_ii), in the original feature order;
-      sums (g, g, b): the wrapped-diagonal sums of the blocks of a^T b (``circular.py``);
+      pairs (g, g), diagonal (g,): ``block_power_sums`` of the wrapped-diagonal sums s of the
+      blocks of a^T b (``circular.py``), which are not formed for q = 2 (``_power_sums``);
     where a, b are the batch-standardised views (biased variance, eps 1e-5), features permuted.
     """
 
     @staticmethod
-    def forward(ctx, z1, z2, permutation, block_size, chunks):
+    def forward(ctx, z1, z2, permutation, block_size, exponent, chunks):
         n, d = z1.shape
         stats = []
         for z in (z1, z2):
@@ -215,23 +270,28 @@ class RelaxedBarlowTwins(torch.autograd.Function):
             c_diag += _column_sum(a[rows] * b[rows])
             cross = cross + f1.cross(f2, rows)
         inverse = _inverse(permutation)
-        ctx.block_size, ctx.chunks = block_size, chunks
-        ctx.save_for_backward(z1, z2, a, b, permutation, inverse, *stats, *f1.tensors(), *f2.tensors())
-        sums = torch.fft.irfft(f1.blocks_first(cross), n=block_size, dim=-1)
-        return (c_diag if inverse is None else c_diag[inverse]), sums
+        cross = f1.frequency_first(cross)
+        pairs, diagonal, power_saved = _power_sums(cross, block_size, exponent)
+        ctx.block_size, ctx.exponent, ctx.chunks = block_size, exponent, chunks
+        ctx.save_for_backward(
+            z1, z2, a, b, permutation, inverse, cross, power_saved, *stats, *f1.tensors(), *f2.tensors()
+        )
+        return (c_diag if inverse is None else c_diag[inverse]), pairs, diagonal
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_diag, grad_sums):
-        z1, z2, a, b, permutation, inverse, mean1, inv_std1, mean2, inv_std2, *saved = ctx.saved_tensors
+    def backward(ctx, grad_diag, grad_pairs, grad_diagonal):
+        z1, z2, a, b, permutation, inverse, cross, power_saved, mean1, inv_std1, mean2, inv_std2, *saved = (
+            ctx.saved_tensors
+        )
         n, d = a.shape
         f1, f2 = (_Spectra(a, ctx.block_size, ctx.chunks, part) for part in _halves(saved))
         scales = (inv_std1, inv_std2) if permutation is None else (inv_std1[permutation], inv_std2[permutation])
         if permutation is not None:
             grad_diag = grad_diag[permutation]
-        grad_spectrum = torch.fft.rfft(grad_sums, dim=-1)  # (g, g, m)
+        grad = _sums_gradient(cross, power_saved, grad_pairs, grad_diagonal, ctx.block_size, ctx.exponent)  # (m, g, g)
         # dL/dF1[n, u] = sum_v conj(G[u, v]) F2[n, v] and dL/dF2[n, v] = sum_u G[u, v] F1[n, u]
-        weights = (f1.frequency_first(grad_spectrum.transpose(0, 1).conj()), f1.frequency_first(grad_spectrum))
+        weights = (f1.weights(grad.mH), f1.weights(grad))
         # Each chunk of a and b is last read just before its gradients are written: they can
         # take its place, as the spectra can take the place of their products.
         overwrite = _graph_freed_after_backward()
@@ -256,23 +316,24 @@ class RelaxedBarlowTwins(torch.autograd.Function):
             shift = mean * k
             for rows in ctx.chunks:
                 out[rows].addcmul_(z[rows], k, value=-1).add_(shift)
-        return grads[0], grads[1], None, None, None
+        return grads[0], grads[1], None, None, None, None
 
 
 class RelaxedVICReg(torch.autograd.Function):
     """VICReg's three terms' statistics from the raw views, chunk by chunk.
 
-    forward(z1, z2, permutation, block_size, chunks) returns
+    forward(z1, z2, permutation, block_size, exponent, chunks) returns
       squared_difference (): sum over all entries of (z1 - z2)^2 (n * d times the invariance term);
       squares (2, d): per view, sum_n (z[n, i] - mean_i)^2 ((n - 1) times the variance);
-      sums (2, g, g, b): per view, the wrapped-diagonal sums of the blocks of Zc^T Zc, Zc the
-      centred view with permuted features (``covariance.py`` normalises them).
+      pairs (2, g, g), diagonal (2, g): per view, ``block_power_sums`` of the wrapped-diagonal
+      sums of the blocks of Zc^T Zc, Zc the centred view with permuted features
+      (``covariance.py`` normalises them; ``_power_sums`` forms them).
     The views are transformed shifted by their first row, x' = z[:, perm] - z[0, perm], and
     centred afterwards (the module's docstring, point 2).
     """
 
     @staticmethod
-    def forward(ctx, z1, z2, permutation, block_size, chunks):
+    def forward(ctx, z1, z2, permutation, block_size, exponent, chunks):
         n, d = z1.shape
         views = (torch.empty_like(z1), torch.empty_like(z2))  # x', permuted and shifted
         spectra = (_Spectra(z1, block_size, chunks), _Spectra(z2, block_size, chunks))
@@ -292,26 +353,33 @@ class RelaxedVICReg(torch.autograd.Function):
         # Centring afterwards: the mean of x' is mu', the spectra of the centred rows F' - M'.
         means = [total / n for total in totals]
         mean_spectra = [f.transform(mean[None]) for f, mean in zip(spectra, means)]
-        cross = [c - n * f.product(m, m) for c, f, m in zip(cross, spectra, mean_spectra)]
+        cross = [f.frequency_first(c - n * f.product(m, m)) for c, f, m in zip(cross, spectra, mean_spectra)]
+        power = [_power_sums(c, block_size, exponent) for c in cross]
         squares = torch.stack([(s - n * mean.square()).clamp_(min=0) for s, mean in zip(squares, means)])
         inverse = _inverse(permutation)
-        ctx.block_size, ctx.chunks = block_size, chunks
+        ctx.block_size, ctx.exponent, ctx.chunks = block_size, exponent, chunks
         ctx.save_for_backward(
-            *views, permutation, inverse, offset, *means, *mean_spectra, *spectra[0].tensors(), *spectra[1].tensors()
+            *views, permutation, inverse, offset, *means, *mean_spectra, *cross, *(p[2] for p in power),
+            *spectra[0].tensors(), *spectra[1].tensors(),
         )
-        sums = torch.fft.irfft(torch.stack([spectra[0].blocks_first(c) for c in cross]), n=block_size, dim=-1)
-        return squared_difference, (squares if inverse is None else squares[:, inverse]), sums
+        pairs, diagonal = torch.stack([p[0] for p in power]), torch.stack([p[1] for p in power])
+        return squared_difference, (squares if inverse is None else squares[:, inverse]), pairs, diagonal
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_difference, grad_squares, grad_sums):
-        x1, x2, permutation, inverse, offset, mean1, mean2, spectrum1, spectrum2, *saved = ctx.saved_tensors
+    def backward(ctx, grad_difference, grad_squares, grad_pairs, grad_diagonal):
+        (x1, x2, permutation, inverse, offset, mean1, mean2, spectrum1, spectrum2,
+         cross1, cross2, power_saved1, power_saved2, *saved) = ctx.saved_tensors
         f1, f2 = (_Spectra(x1, ctx.block_size, ctx.chunks, part) for part in _halves(saved))
         if permutation is not None:
             grad_squares = grad_squares[:, permutation]
         # An auto-correlation's gradient is the sum of both circular products: G + G^H per frequency.
-        grad_spectra = torch.fft.rfft(grad_sums, dim=-1)  # (2, g, g, m)
-        weights = [f1.frequency_first(w) for w in grad_spectra + grad_spectra.transpose(1, 2).conj()]
+        weights = []
+        for cross, power_saved, grad_p, grad_d in zip(
+            (cross1, cross2), (power_saved1, power_saved2), grad_pairs, grad_diagonal
+        ):
+            grad = _sums_gradient(cross, power_saved, grad_p, grad_d, ctx.block_size, ctx.exponent)  # (m, g, g)
+            weights.append(f1.weights(grad + grad.mH))
         # dL/dz1[:, perm] = irfft((F'1 - M'1) W1) + 2 gs1 (x'1 - mu'1) + c (x'1 - x'2 + offset), c =
         # 2 dL/d(squared_difference): the centring's backward leaves the first two unchanged, as
         # their batch means are zero. The terms that are the same in every row go into the
@@ -332,4 +400,4 @@ class RelaxedVICReg(torch.autograd.Function):
                 chunk_grads.append(grad.addcmul_(x[rows], factor).addcmul_(other[rows], minus_c))
             for grad, out in zip(chunk_grads, grads):  # after both: each reads x'1 and x'2
                 _scatter_back(grad, rows, inverse, out)
-        return grads[0], grads[1], None, None, None
+        return grads[0], grads[1], None, None, None, None

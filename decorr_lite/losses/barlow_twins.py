@@ -112,10 +112,11 @@ def barlow_twins_terms(
         return out
 
     if method == "fft" and off_diagonal and _fused.supported(z1):  # the fast single-process path
-        c_diag, sums = _fused.RelaxedBarlowTwins.apply(
-            z1, z2, permutation, block_size, _fused.row_chunks(n, d, z1)
+        c_diag, pairs, diagonal = _fused.RelaxedBarlowTwins.apply(
+            z1, z2, permutation, block_size, exponent, _fused.row_chunks(n, d, z1)
         )
-        return {"on_diagonal": (1 - c_diag / n).pow(2).sum(), "off_diagonal": _penalty(sums, n, exponent)}
+        return {"on_diagonal": (1 - c_diag / n).pow(2).sum(),
+                "off_diagonal": _penalty_from_power_sums(pairs, diagonal, n, exponent)}
 
     a, b = batch_standardize(z1), batch_standardize(z2)
     if method == "exact":
@@ -157,10 +158,14 @@ def _relaxed_off_diagonal(
 
 def _penalty(sums: torch.Tensor, n: int, exponent: float) -> torch.Tensor:
     """sum |s/n|^q over the diagonal blocks' shifts k >= 1 and every shift of the other blocks."""
-    num_blocks = sums.shape[0]
+    return _penalty_from_power_sums(*block_power_sums(sums, exponent), n, exponent)
+
+
+def _penalty_from_power_sums(pairs: torch.Tensor, diagonal: torch.Tensor, n: int, exponent: float) -> torch.Tensor:
+    """The same from ``block_power_sums`` of the sums: pairs (g, g) and diagonal (g,)."""
+    num_blocks = pairs.shape[0]
     # Diagonal blocks: shift 0 holds the C_ii (the on-diagonal term's business), so it is left out.
-    pairs, diagonal = block_power_sums(sums, exponent)
     penalty = diagonal.sum()
     if num_blocks > 1:  # every ordered pair of distinct blocks, every shift
-        penalty = penalty + pairs.masked_fill(torch.eye(num_blocks, dtype=torch.bool, device=sums.device), 0).sum()
+        penalty = penalty + pairs.masked_fill(torch.eye(num_blocks, dtype=torch.bool, device=pairs.device), 0).sum()
     return penalty / n**exponent

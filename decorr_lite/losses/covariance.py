@@ -67,8 +67,14 @@ def _relaxed_penalty(
 
 def relaxed_penalty_from_sums(sums: torch.Tensor, n: int, d: int, block_size: int, exponent: float) -> torch.Tensor:
     """The authors' normalisation of the wrapped-diagonal sums (g, g, b) of Zc^T Zc over n rows."""
-    num_blocks = sums.shape[0]
-    pairs, diagonal = block_power_sums(sums, exponent)
+    return relaxed_penalty_from_power_sums(*block_power_sums(sums, exponent), n, d, block_size, exponent)
+
+
+def relaxed_penalty_from_power_sums(
+    pairs: torch.Tensor, diagonal: torch.Tensor, n: int, d: int, block_size: int, exponent: float
+) -> torch.Tensor:
+    """The same from ``block_power_sums`` of the sums: pairs (g, g) and diagonal (g,)."""
+    num_blocks = pairs.shape[0]
     # t = s / ((n - 1) * size): a pair that involves the zero-padded last block has its true size.
     sizes = torch.full((num_blocks,), float(block_size), dtype=pairs.dtype, device=pairs.device)
     sizes[-1] = d - (num_blocks - 1) * block_size

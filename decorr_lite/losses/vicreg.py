@@ -15,7 +15,7 @@ import torch
 
 from . import _distributed, _fused
 from ._checks import check_decorrelation_options, check_pair, check_positive
-from .covariance import covariance_penalty, relaxed_penalty_from_sums
+from .covariance import covariance_penalty, relaxed_penalty_from_power_sums
 from .invariance import invariance_loss
 from .variance import hinge_from_squares, variance_penalty
 
@@ -139,15 +139,17 @@ def vicreg_terms(
 def _relaxed_terms(z1, z2, terms, block_size, exponent, permutation, gamma, eps) -> dict[str, torch.Tensor]:
     """The fast single-process path of the relaxation: every term from the fused pass (``_fused.py``)."""
     n, d = z1.shape
-    squared_difference, squares, sums = _fused.RelaxedVICReg.apply(
-        z1, z2, permutation, block_size, _fused.row_chunks(n, d, z1)
+    squared_difference, squares, pairs, diagonal = _fused.RelaxedVICReg.apply(
+        z1, z2, permutation, block_size, exponent, _fused.row_chunks(n, d, z1)
     )
     out = {}
     if "invariance" in terms:
         out["invariance"] = squared_difference / (n * d)
     if "variance" in terms:
         out["variance"] = hinge_from_squares(squares, n, gamma, eps).mean()  # of the two views
-    out["covariance"] = sum(relaxed_penalty_from_sums(s, n, d, block_size, exponent) for s in sums)
+    out["covariance"] = sum(
+        relaxed_penalty_from_power_sums(p, dg, n, d, block_size, exponent) for p, dg in zip(pairs, diagonal)
+    )
     return out
 
 
