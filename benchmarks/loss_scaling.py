@@ -2,6 +2,7 @@
 
     python benchmarks/loss_scaling.py                      # the full sweep: d = 256 .. 16384, n = 256
     python benchmarks/loss_scaling.py --dims 256 1024 --repeats 3 --out /tmp/x.json
+    python benchmarks/loss_scaling.py --targets-only 10    # only the two timing targets, 10 times
 
 Prints a table per loss and the target ratios of the core issue, and writes every measurement
 to JSON. Each case runs in its own process (see decorr_lite.benchmark), one after the other; the
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 from pathlib import Path
 
@@ -72,6 +74,57 @@ def target_ratios(rows: list[dict], loss: str, small_block: int) -> dict:
     return out
 
 
+def run_meta(args, device: str, argv) -> dict:
+    return {
+        "torch": torch.__version__,
+        "device": device if device == "cpu" else torch.cuda.get_device_name(device),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "n": args.n,
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
+    }
+
+
+def timing_targets(args, device: str) -> tuple[dict, dict]:
+    """Per loss, the alternated measurements of fft(b = d) against two rfft at the largest d and
+    of fft(small b) against fft(b = d) at d = 8192 (each in a fresh process)."""
+    dmax, d_mid, pairs, block_pairs = max(args.dims), middle_dim(args.dims), {}, {}
+    for loss in args.losses:
+        pairs[loss] = measure_pair_isolated(Case(loss, args.n, dmax, "fft", device=device),
+                                            Case("rfft", args.n, dmax, device=device), args.pairs)
+        if args.small_block < d_mid:
+            block_pairs[loss] = measure_pair_isolated(Case(loss, args.n, d_mid, "fft", args.small_block, device=device),
+                                                      Case(loss, args.n, d_mid, "fft", device=device), args.pairs)
+    return pairs, block_pairs
+
+
+def repeat_targets(args, device: str, argv) -> int:
+    """``--targets-only``: the timing targets' ratios of medians, run after run, then their spread."""
+    dmax, d_mid = max(args.dims), middle_dim(args.dims)
+    names = {"rfft": f"fft(b=d) / two rfft at d={dmax} (target <= 6)",
+             "block": f"fft(b={args.small_block}) / fft(b=d) at d={d_mid} (target <= 2)"}
+    runs = []
+    for run in range(args.targets_only):
+        pairs, block_pairs = timing_targets(args, device)
+        runs.append({"pairs": pairs, "block_pairs": block_pairs})
+        line = [f"{loss} {key} {ratios[loss]['median_ratio']:.2f}" for loss in args.losses
+                for key, ratios in (("rfft", pairs), ("block", block_pairs)) if loss in ratios]
+        print(f"run {run + 1}: " + ", ".join(line), flush=True)
+    print("\nratio of the medians, over the runs: min / median / max (runs above the target)")
+    for loss in args.losses:
+        for key, limit, field in (("rfft", 6, "pairs"), ("block", 2, "block_pairs")):
+            values = [r[field][loss]["median_ratio"] for r in runs if loss in r[field]]
+            if values:
+                over = sum(v > limit for v in values)
+                print(f"  {loss:>6} {names[key]}: {min(values):.2f} / {statistics.median(values):.2f} / "
+                      f"{max(values):.2f} ({over} of {len(values)})")
+    out = args.out or Path("benchmarks/results/loss_scaling_targets.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": run_meta(args, device, argv), "runs": runs}, indent=1))
+    print(f"\nwrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=256, help="batch size (default 256)")
@@ -83,9 +136,16 @@ def main(argv=None) -> int:
     parser.add_argument("--min-seconds", type=float, default=0.5, help="keep repeating a fast case until this long (<= 100 passes)")
     parser.add_argument("--pairs", type=int, default=40, help="alternated passes per timing target (default 40)")
     parser.add_argument("--device", default="cpu", help='"cpu", "cuda" or "auto"')
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/loss_scaling.json"))
+    parser.add_argument("--targets-only", type=int, metavar="RUNS", default=0,
+                        help="skip the sweep; time the two alternated timing targets RUNS times each, in fresh "
+                             "processes, to see how far they move on this host")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default benchmarks/results/loss_scaling.json, or loss_scaling_targets.json)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
+    if args.targets_only:
+        return repeat_targets(args, device, argv)
+    args.out = args.out or Path("benchmarks/results/loss_scaling.json")
 
     rows = []
     for d in args.dims:
@@ -99,13 +159,8 @@ def main(argv=None) -> int:
     # The two timing targets again, each side alternated with the other in one process
     # (decorr_lite.benchmark.measure_pair): they take milliseconds, and on a shared host separate
     # processes minutes apart see different machines.
-    dmax, d_mid, pairs, block_pairs = max(args.dims), middle_dim(args.dims), {}, {}
-    for loss in args.losses:
-        pairs[loss] = measure_pair_isolated(Case(loss, args.n, dmax, "fft", device=device),
-                                            Case("rfft", args.n, dmax, device=device), args.pairs)
-        if args.small_block < d_mid:
-            block_pairs[loss] = measure_pair_isolated(Case(loss, args.n, d_mid, "fft", args.small_block, device=device),
-                                                      Case(loss, args.n, d_mid, "fft", device=device), args.pairs)
+    dmax, d_mid = max(args.dims), middle_dim(args.dims)
+    pairs, block_pairs = timing_targets(args, device)
 
     ratios = {}
     for loss in args.losses:
@@ -120,14 +175,7 @@ def main(argv=None) -> int:
         for name, value in ratios[loss].items():
             print(f"  {name}: {value:.2f}")
 
-    meta = {
-        "torch": torch.__version__,
-        "device": device if device == "cpu" else torch.cuda.get_device_name(device),
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "n": args.n,
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
-    }
+    meta = run_meta(args, device, argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "ratios": ratios, "rows": rows, "pairs": pairs, "block_pairs": block_pairs}, indent=1))
     print(f"\nwrote {args.out}")

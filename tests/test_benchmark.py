@@ -58,6 +58,22 @@ def test_script_writes_every_case(tmp_path):
     assert "fft(b=8) / fft(b=d)" in proc.stdout and "barlow: forward+backward" in proc.stdout
 
 
+def test_script_repeats_only_the_timing_targets(tmp_path):
+    """--targets-only RUNS skips the sweep and times both alternated targets RUNS times."""
+    out = tmp_path / "targets.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "loss_scaling.py"), "--n", "16", "--dims", "16", "32",
+           "--losses", "vicreg", "--small-block", "8", "--pairs", "2", "--targets-only", "2", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    runs = json.loads(out.read_text())["runs"]
+    assert len(runs) == 2
+    for run in runs:
+        assert run["pairs"]["vicreg"]["case"]["d"] == 32 and run["pairs"]["vicreg"]["reference"]["loss"] == "rfft"
+        assert run["block_pairs"]["vicreg"]["case"]["block_size"] == 8 and len(run["block_pairs"]["vicreg"]["times"]) == 2
+    assert "run 2: vicreg rfft" in proc.stdout and "fft(b=8) / fft(b=d) at d=32 (target <= 2)" in proc.stdout
+    assert "forward+backward" not in proc.stdout  # no sweep, no tables
+
+
 def test_peak_memory_helpers_see_a_freed_allocation():
     """start_peak_memory / peak_memory_since (what training records per step) see an
     allocation even after it has been freed, and not one made before the start."""
