@@ -188,6 +188,22 @@ def alternate(steps, pairs: int, device: str = "cpu") -> tuple[list[list[float]]
     return times, faults
 
 
+def time_alternated(cases: list[Case], passes: int = 10) -> list[dict]:
+    """Time several cases (on one device) in this process, one pass of each in turn (``alternate``).
+
+    On a shared host a busy spell then slows every case alike, where a sweep of separate
+    processes lets it land on whichever case was running: use this to compare cases with each
+    other (``sweep`` in fresh processes gives clean memory figures). Returns, per case in order,
+    its fields, ``label``, the wall time of each pass (``times``), their median (``seconds``) and
+    the minor page faults of each pass (``faults``).
+    """
+    times, faults = alternate([_forward_backward(c) for c in cases], passes, cases[0].device)
+    return [
+        {**asdict(c), "label": c.label, "times": t, "seconds": statistics.median(t), "faults": f}
+        for c, t, f in zip(cases, times, faults)
+    ]
+
+
 def measure_pair(case: Case, reference: Case, pairs: int = 40) -> dict:
     """Time ``case`` and ``reference`` alternately in one process: their ratio, drift-free.
 
@@ -196,12 +212,12 @@ def measure_pair(case: Case, reference: Case, pairs: int = 40) -> dict:
     the two, pass by pass, exposes both to the same conditions. Returns both time lists, the ratio
     of the medians and the ratio of the minima (the least disturbed passes of each).
     """
-    times, _ = alternate([_forward_backward(c) for c in (case, reference)], pairs, case.device)
+    timed, ref = time_alternated([case, reference], pairs)
     return {
         "case": asdict(case), "reference": asdict(reference), "pairs": pairs,
-        "times": times[0], "reference_times": times[1],
-        "median_ratio": statistics.median(times[0]) / statistics.median(times[1]),
-        "min_ratio": min(times[0]) / min(times[1]),
+        "times": timed["times"], "reference_times": ref["times"],
+        "median_ratio": timed["seconds"] / ref["seconds"],
+        "min_ratio": min(timed["times"]) / min(ref["times"]),
         "threads": torch.get_num_threads(),
     }
 

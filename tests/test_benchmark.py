@@ -1,6 +1,7 @@
 """The benchmark harness: it measures what it says, and the script writes a complete table."""
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from decorr_lite.benchmark import Case, measure, measure_isolated, measure_pair, peak_memory_since, start_peak_memory
+from decorr_lite.benchmark import (
+    Case, measure, measure_isolated, measure_pair, peak_memory_since, start_peak_memory, time_alternated,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +35,18 @@ def test_measure_pair_alternates_and_sees_a_slower_case():
     result = measure_pair(Case("vicreg", n=64, d=512, method="exact"), Case("rfft", n=64, d=512), pairs=5)
     assert len(result["times"]) == len(result["reference_times"]) == 5
     assert result["median_ratio"] > 1 and result["min_ratio"] > 1
+
+
+def test_time_alternated_keeps_the_order_and_times_every_pass():
+    """Cases come back in the order given, each with ``passes`` times whose median is ``seconds``;
+    the exact loss at d = 512 (a d x d matrix) takes longer than two FFTs of the same inputs."""
+    cases = [Case("rfft", n=64, d=512), Case("barlow", n=64, d=512, method="exact"),
+             Case("barlow", n=64, d=512, method="fft", block_size=64)]
+    results = time_alternated(cases, passes=3)
+    assert [r["label"] for r in results] == ["rfft x2", "exact", "fft b=64"]
+    for r in results:
+        assert len(r["times"]) == len(r["faults"]) == 3 and r["seconds"] == statistics.median(r["times"])
+    assert results[1]["seconds"] > results[0]["seconds"]
 
 
 def test_unknown_loss_is_rejected():
