@@ -184,11 +184,12 @@ class _Spectra:
         return torch.fft.irfft(spectrum, n=self.block_size, dim=-1).flatten(1)[:, : self.d]
 
 
-def _parseval_weights(block_size: int, m: int, like: torch.Tensor) -> torch.Tensor:
-    """(m,): w[f] such that sum_k s[k]^2 = sum_f w[f] |S_f|^2 for s = irfft(S) of length b
+def _parseval_weights(block_size: int, like: torch.Tensor) -> torch.Tensor:
+    """(m,), m = b // 2 + 1: w[f] such that sum_k s[k]^2 = sum_f w[f] |S_f|^2 for s = irfft(S) of length b
     (Parseval). A frequency 0 < f < b/2 stands for itself and its mirror image b - f: 2/b;
     frequency 0 and, for even b, b/2 are their own mirror images: 1/b. (Their imaginary parts,
     which irfft ignores, are zero in the spectra of real signals.)"""
+    m = block_size // 2 + 1
     w = torch.full((m,), 2 / block_size, dtype=like.real.dtype, device=like.device)
     w[[0, m - 1] if block_size % 2 == 0 else [0]] = 1 / block_size
     return w
@@ -210,7 +211,7 @@ def _power_sums(cross: torch.Tensor, block_size: int, exponent: float):
     # sum_f w[f] (re^2 + im^2): the sum over frequencies as a matrix-vector product, the one over
     # the two parts last (a reduction over a trailing dimension of 2 is slow)
     squares = torch.view_as_real(cross).square().view(m, 2 * g * g)
-    pairs = (_parseval_weights(block_size, m, cross) @ squares).view(g, g, 2).sum(-1)
+    pairs = (_parseval_weights(block_size, cross) @ squares).view(g, g, 2).sum(-1)
     diagonal_sums = torch.fft.irfft(torch.diagonal(cross, dim1=1, dim2=2).T, n=block_size, dim=-1)  # (g, b)
     return pairs, diagonal_sums[:, 1:].square().sum(-1), diagonal_sums
 
