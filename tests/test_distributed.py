@@ -10,6 +10,7 @@ their results to files that the test compares with a single-process computation.
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 from pathlib import Path
@@ -22,7 +23,8 @@ import torch.multiprocessing as mp
 from decorr_lite import barlow_twins_loss, vicreg_loss
 
 N, D = 11, 8
-SPLITS = {2: [6, 5], 3: [4, 3, 4]}
+# Rows per rank. The global batch must have n >= 2; a rank may hold 0 or 1 rows.
+SPLITS = {2: [6, 5], 3: [4, 3, 4], "2, one row": [1, 10], "3, an empty rank": [0, 5, 6]}
 
 
 def cases():
@@ -62,30 +64,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rows(world: int, rank: int) -> slice:
+def _rows(split, rank: int) -> slice:
     """The rows of the global batch that ``rank`` holds."""
-    start = sum(SPLITS[world][:rank])
-    return slice(start, start + SPLITS[world][rank])
+    start = sum(SPLITS[split][:rank])
+    return slice(start, start + SPLITS[split][rank])
 
 
 def _init(rank: int, world: int, port: int) -> None:
     torch.set_num_threads(1)
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a short timeout: a collective that one rank never joins fails the test instead of hanging it
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
 
 
-def _worker(rank: int, world: int, port: int, out: str, job) -> None:
-    """One spawned process: join the group, run ``job(world, rank)``, save what it returns."""
+def _worker(rank: int, world: int, port: int, out: str, job, split=None) -> None:
+    """One spawned process: join the group, run ``job(split, rank)``, save what it returns."""
     _init(rank, world, port)
     try:
-        torch.save(job(world, rank), Path(out) / f"rank{rank}.pt")
+        torch.save(job(world if split is None else split, rank), Path(out) / f"rank{rank}.pt")
+        # no rank leaves while another still talks to it: gloo aborts a process whose peer has gone
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
-def _loss_results(world: int, rank: int) -> list:
+def _loss_results(split, rank: int) -> list:
     z1, z2 = global_batch()
-    rows = _rows(world, rank)
+    rows = _rows(split, rank)
     results = []
     for _, fn, kwargs in cases():
         a, b = z1[rows].clone().requires_grad_(), z2[rows].clone().requires_grad_()
@@ -95,9 +100,10 @@ def _loss_results(world: int, rank: int) -> list:
     return results
 
 
-@pytest.mark.parametrize("world", [2, 3])
-def test_distributed_loss_and_gradients_equal_single_process(world, tmp_path):
-    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path), _loss_results), nprocs=world, join=True)
+@pytest.mark.parametrize("split", list(SPLITS))
+def test_distributed_loss_and_gradients_equal_single_process(split, tmp_path):
+    world = len(SPLITS[split])
+    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path), _loss_results, split), nprocs=world, join=True)
     per_rank = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
     z1, z2 = global_batch()
     for i, (name, fn, kwargs) in enumerate(cases()):
@@ -105,7 +111,7 @@ def test_distributed_loss_and_gradients_equal_single_process(world, tmp_path):
         loss = fn(a, b, **kwargs)
         loss.backward()
         for rank in range(world):
-            rows = _rows(world, rank)
+            rows = _rows(split, rank)
             got_loss, got_a, got_b = per_rank[rank][i]
             torch.testing.assert_close(got_loss, loss.detach(), rtol=1e-10, atol=1e-12, msg=f"{name}, rank {rank}")
             torch.testing.assert_close(got_a, world * a.grad[rows], rtol=1e-9, atol=1e-12, msg=f"{name}, rank {rank}")
@@ -171,3 +177,79 @@ def test_ddp_training_matches_single_process_training(tmp_path):
             got = torch.load(tmp_path / f"rank{rank}.pt")[i]
             for p, q in zip(got, reference):
                 torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12, msg=f"{loss_name} {kwargs}, rank {rank}")
+
+
+# ------------------------------------------------- ranks that disagree fail together, at once
+
+
+def _perm(seed: int) -> torch.Tensor:
+    return torch.randperm(D, generator=torch.Generator().manual_seed(seed))
+
+
+# (name, loss, arguments of rank 0, arguments of rank 1, what the error must name). A rank
+# whose arguments differ would get a loss that is neither rank's, an abort inside gloo, or a hang.
+MISMATCHES = [
+    ("vicreg permutation", vicreg_loss, {"method": "fft", "permutation": _perm(0)},
+     {"method": "fft", "permutation": _perm(1)}, "permutation"),
+    ("barlow permutation", barlow_twins_loss, {"method": "fft", "permutation": _perm(0)},
+     {"method": "fft", "permutation": _perm(1)}, "permutation"),
+    ("vicreg exponent", vicreg_loss, {"method": "fft", "exponent": 1}, {"method": "fft", "exponent": 2}, "exponent"),
+    ("vicreg gamma", vicreg_loss, {"method": "fft", "gamma": 1.0}, {"method": "fft", "gamma": 2.0}, "gamma"),
+    ("barlow block_size", barlow_twins_loss, {"method": "fft", "block_size": 4}, {"method": "fft", "block_size": 2},
+     "block_size"),
+    ("vicreg exact vs fft", vicreg_loss, {"method": "exact"}, {"method": "fft"}, "method"),
+    ("barlow gram vs fft", barlow_twins_loss, {"method": "gram"}, {"method": "fft"}, "method"),
+    ("vicreg sim_coeff", vicreg_loss, {"sim_coeff": 25.0}, {"sim_coeff": 10.0}, "sim_coeff"),
+    ("barlow lambd", barlow_twins_loss, {"lambd": 0.005}, {"lambd": 0.01}, "lambd"),
+    ("a NaN on one rank", vicreg_loss, {"method": "fft"}, {"method": "fft", "nan": True}, "rejected their arguments"),
+    ("a bad block size on one rank", barlow_twins_loss, {"method": "fft"}, {"method": "fft", "block_size": 99},
+     "rejected their arguments"),
+]
+
+
+def _mismatch_results(world: int, rank: int) -> list:
+    z1, z2 = global_batch()
+    rows = _rows(world, rank)
+    messages = []
+    for _, fn, *per_rank, _ in MISMATCHES:
+        kwargs = dict(per_rank[rank])
+        a, b = z1[rows].clone(), z2[rows].clone()
+        if kwargs.pop("nan", False):
+            a[0, 0] = float("nan")
+        try:
+            fn(a, b, gather_distributed=True, **kwargs)
+            messages.append(None)
+        except (ValueError, TypeError) as err:
+            messages.append(str(err))
+    return messages
+
+
+def test_ranks_that_disagree_raise_on_every_rank(tmp_path):
+    world = 2
+    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path), _mismatch_results), nprocs=world, join=True)
+    per_rank = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+    for i, (name, *_, expected) in enumerate(MISMATCHES):
+        for rank in range(world):
+            message = per_rank[rank][i]
+            assert message is not None, f"{name}: rank {rank} computed a loss"
+            if expected == "rejected their arguments" and rank == 1:
+                continue  # the rank with the bad input raises its own error (checked below)
+            assert expected in message, f"{name}, rank {rank}: {message}"
+    assert "NaN" in per_rank[1][-2] and "block_size" in per_rank[1][-1]
+    assert "torch.distributed.broadcast" in per_rank[0][0]  # the permutation's fix is named
+
+
+def _too_few_rows(world: int, rank: int):
+    z1, z2 = global_batch()
+    try:
+        vicreg_loss(z1[:1] if rank == 0 else z1[:0], z2[:1] if rank == 0 else z2[:0], gather_distributed=True)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def test_a_global_batch_of_one_row_raises_on_every_rank(tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), _too_few_rows), nprocs=2, join=True)
+    for rank in range(2):
+        message = torch.load(tmp_path / f"rank{rank}.pt")
+        assert message is not None and "global batch has n = 1" in message, message

@@ -190,13 +190,14 @@ def test_power_sums_from_the_spectrum_match_the_sums(block_size, exponent):
     x, y = (torch.randn(n, g, block_size, generator=gen, dtype=torch.float64) for _ in range(2))
     cross = torch.einsum("nuf,nvf->fuv", torch.fft.rfft(x).conj(), torch.fft.rfft(y))  # (m, g, g)
     sums = torch.fft.irfft(cross.permute(1, 2, 0), n=block_size).requires_grad_()  # (g, g, b)
-    pairs, diagonal, saved = _fused._power_sums(cross, block_size, exponent)
-    expected_pairs, expected_diagonal = block_power_sums(sums, exponent)
+    scale = torch.rand(g, g, generator=gen, dtype=torch.float64) + 0.5  # a normalisation per pair of blocks
+    pairs, diagonal, saved = _fused._power_sums(cross, block_size, exponent, scale)
+    expected_pairs, expected_diagonal = block_power_sums(sums, exponent, scale)
     torch.testing.assert_close(pairs, expected_pairs, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(diagonal, expected_diagonal, rtol=1e-12, atol=1e-12)
 
     grad_pairs = torch.randn(g, g, generator=gen, dtype=torch.float64)
     grad_diagonal = torch.randn(g, generator=gen, dtype=torch.float64)
     grad_sums = torch.autograd.grad((expected_pairs, expected_diagonal), sums, (grad_pairs, grad_diagonal))[0]
-    gradient = _fused._sums_gradient(cross, saved, grad_pairs, grad_diagonal, block_size, exponent)
+    gradient = _fused._sums_gradient(cross, saved, grad_pairs, grad_diagonal, block_size, exponent, scale)
     torch.testing.assert_close(gradient, torch.fft.rfft(grad_sums).permute(2, 0, 1), rtol=1e-12, atol=1e-12)

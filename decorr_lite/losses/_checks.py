@@ -7,18 +7,29 @@ gets as far as an obscure shape error deep inside a matmul or an FFT.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
 import torch
+from torch.autograd.function import once_differentiable
 
 METHODS = ("exact", "gram", "fft")
 
 
-def check_embeddings(z, name: str = "z", *, check_finite: bool = True) -> torch.Tensor:
-    """Check that ``z`` is a finite floating (n, d) tensor with n >= 2 and d >= 1."""
+def check_embeddings(z, name: str = "z", *, check_finite: bool = True, min_rows: int = 2) -> torch.Tensor:
+    """Check that ``z`` is a finite floating (n, d) tensor with n >= ``min_rows`` and d >= 1.
+
+    ``min_rows=0``: a rank's share of a distributed batch, where the global batch is what needs
+    two rows (``_distributed.agree`` checks it)."""
     if not isinstance(z, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (n, d); got {type(z).__name__}.")
+    if z.layout != torch.strided or z.is_meta:
+        where = "on the meta device" if z.is_meta else f"with layout {z.layout}"
+        raise TypeError(
+            f"{name} is a tensor {where}; the losses need dense tensors on a real device. "
+            f"Convert it with {name}.to_dense() or create it on 'cpu' or 'cuda'."
+        )
     if z.dim() != 2:
         raise ValueError(
             f"{name} must be 2-D with shape (n, d) = (batch size, embedding dimension); "
@@ -30,7 +41,7 @@ def check_embeddings(z, name: str = "z", *, check_finite: bool = True) -> torch.
             f"got {z.dtype}. Convert it with {name}.float()."
         )
     n, d = z.shape
-    if n < 2:
+    if n < min_rows:
         raise ValueError(
             f"{name} has n = {n} sample(s); batch statistics (variance, covariance) need n >= 2."
         )
@@ -46,10 +57,10 @@ def check_embeddings(z, name: str = "z", *, check_finite: bool = True) -> torch.
     return z
 
 
-def check_pair(z1, z2, *, check_finite: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def check_pair(z1, z2, *, check_finite: bool = True, min_rows: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """Check two views: each a valid embedding, same shape, dtype and device."""
-    check_embeddings(z1, "z1", check_finite=check_finite)
-    check_embeddings(z2, "z2", check_finite=check_finite)
+    check_embeddings(z1, "z1", check_finite=check_finite, min_rows=min_rows)
+    check_embeddings(z2, "z2", check_finite=check_finite, min_rows=min_rows)
     if z1.shape != z2.shape:
         raise ValueError(
             f"z1 and z2 must have the same shape (n, d): one row per sample in both views; "
@@ -80,11 +91,17 @@ def check_block_size(block_size, d: int) -> int:
 
 
 def check_exponent(exponent) -> float:
-    """Return the exponent q of |.|^q, checking it is a positive finite number."""
+    """Return the exponent q of |.|^q, checking it is a finite number >= 1.
+
+    Below 1, |x|^q has an infinite slope at x = 0, so an exactly zero entry (a constant feature,
+    a decorrelated pair) would give NaN gradients."""
     if isinstance(exponent, bool) or not isinstance(exponent, numbers.Real):
-        raise TypeError(f"exponent must be a positive number (1 or 2 in the paper); got {exponent!r}.")
-    if not (math.isfinite(exponent) and exponent > 0):
-        raise ValueError(f"exponent must be a positive number (1 or 2 in the paper); got {exponent}.")
+        raise TypeError(f"exponent must be a number >= 1 (1 or 2 in the paper); got {exponent!r}.")
+    if not (math.isfinite(exponent) and exponent >= 1):
+        raise ValueError(
+            f"exponent must be a finite number >= 1 (1 or 2 in the paper); got {exponent}. Below 1, "
+            "|x|^q has an infinite gradient at x = 0."
+        )
     return exponent
 
 
@@ -147,3 +164,49 @@ def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}; got {value}.")
     return value
+
+
+def check_eps(eps) -> float:
+    """The variance hinge's epsilon: > 0, since the hinge's gradient at a constant dimension
+    (variance 0) is 1 / sqrt(variance + eps)."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not math.isfinite(eps):
+        raise TypeError(f"eps must be a finite real number > 0 (1e-4 in VICReg); got {eps!r}.")
+    if eps <= 0:
+        raise ValueError(
+            f"eps must be > 0 (1e-4 in VICReg); got {eps}. The hinge's gradient at a constant "
+            "dimension is 1 / sqrt(variance + eps), infinite for eps = 0."
+        )
+    return eps
+
+
+FIRST_ORDER = (
+    "supports first derivatives only: double backward (create_graph=True) and torch.func transforms "
+    "(grad, vmap, jacrev, ...) are not supported. For higher-order derivatives use vicreg_loss with "
+    'method="exact" or "gram", which is plain autograd.'
+)
+
+
+def check_not_transformed(z: torch.Tensor, what: str) -> None:
+    """Reject inputs traced by torch.func, for paths written as custom autograd functions."""
+    from ._precision import is_transformed
+
+    if is_transformed(z):
+        raise NotImplementedError(f"{what} {FIRST_ORDER}")
+
+
+def first_order(what: str):
+    """``once_differentiable`` for a custom backward, failing at once with a message that says what
+    is unsupported and what to use instead (torch's own error names neither)."""
+
+    def decorate(backward):
+        inner = once_differentiable(backward)
+
+        @functools.wraps(backward)
+        def run(ctx, *grads):
+            if torch.is_grad_enabled():  # backward runs with grad enabled only for create_graph=True
+                raise NotImplementedError(f"{what} {FIRST_ORDER}")
+            return inner(ctx, *grads)
+
+        return run
+
+    return decorate

@@ -42,8 +42,7 @@ On a GPU a single chunk (the whole batch) is used: there is no cache to stay in.
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
-
+from ._checks import first_order
 from ._matrix import block_power_sums
 from .circular import inverse_permutation, split_blocks
 from .cross_correlation import BATCHNORM_EPS
@@ -195,9 +194,10 @@ def _parseval_weights(block_size: int, like: torch.Tensor) -> torch.Tensor:
     return w
 
 
-def _power_sums(cross: torch.Tensor, block_size: int, exponent: float):
-    """``block_power_sums`` of the wrapped-diagonal sums s = irfft(cross), from the cross-spectrum
-    (m, g, g) (frequency first): pairs (g, g), diagonal (g,), and what ``_sums_gradient`` needs.
+def _power_sums(cross: torch.Tensor, block_size: int, exponent: float, scale: torch.Tensor):
+    """``block_power_sums`` of the wrapped-diagonal sums s = irfft(cross) normalised by ``scale``
+    (g, g), from the cross-spectrum (m, g, g) (frequency first): pairs (g, g), diagonal (g,), and
+    what ``_sums_gradient`` needs.
 
     For q = 2 the sums over shifts of s^2 are Parseval's sums over frequencies of |S|^2, read off
     the spectrum where it lies, without the inverse FFT of all g * g blocks; only the g diagonal
@@ -207,29 +207,32 @@ def _power_sums(cross: torch.Tensor, block_size: int, exponent: float):
     m, g, _ = cross.shape
     if exponent != 2:
         sums = torch.fft.irfft(cross.permute(1, 2, 0), n=block_size, dim=-1)  # (g, g, b)
-        return (*block_power_sums(sums, exponent), sums)
+        return (*block_power_sums(sums, exponent, scale), sums)
     # sum_f w[f] (re^2 + im^2): the sum over frequencies as a matrix-vector product, the one over
     # the two parts last (a reduction over a trailing dimension of 2 is slow)
     squares = torch.view_as_real(cross).square().view(m, 2 * g * g)
-    pairs = (_parseval_weights(block_size, cross) @ squares).view(g, g, 2).sum(-1)
+    # (|scale * S|^2 = scale^2 |S|^2: q = 2 cannot overflow where the spectra themselves do not)
+    pairs = (_parseval_weights(block_size, cross) @ squares).view(g, g, 2).sum(-1) * scale.square()
     diagonal_sums = torch.fft.irfft(torch.diagonal(cross, dim1=1, dim2=2).T, n=block_size, dim=-1)  # (g, b)
-    return pairs, diagonal_sums[:, 1:].square().sum(-1), diagonal_sums
+    return pairs, diagonal_sums[:, 1:].square().sum(-1) * scale.diagonal().square(), diagonal_sums
 
 
-def _sums_gradient(cross, saved, grad_pairs, grad_diagonal, block_size: int, exponent: float) -> torch.Tensor:
+def _sums_gradient(cross, saved, grad_pairs, grad_diagonal, block_size: int, exponent: float, scale) -> torch.Tensor:
     """rfft over the shifts of dL/ds (m, g, g), frequency first, for the upstream gradients of
     ``_power_sums``'s pairs and diagonal; ``saved`` is its third output.
 
-    q = 2: dL/ds[u, v, k] = 2 s[u, v, k] (grad_pairs[u, v] + [u = v, k >= 1] grad_diagonal[u]),
-    and rfft(s) = S: the pairs' part is 2 grad_pairs S, made where S lies.
+    q = 2, c = scale: dL/ds[u, v, k] = 2 c[u, v]^2 s[u, v, k] (grad_pairs[u, v] + [u = v, k >= 1]
+    grad_diagonal[u]), and rfft(s) = S: the pairs' part is 2 c^2 grad_pairs S, made where S lies.
     """
     if exponent != 2:
         with torch.enable_grad():
             sums = saved.detach().requires_grad_()
-            grad_sums = torch.autograd.grad(block_power_sums(sums, exponent), sums, (grad_pairs, grad_diagonal))[0]
+            power = block_power_sums(sums, exponent, scale)
+            grad_sums = torch.autograd.grad(power, sums, (grad_pairs, grad_diagonal))[0]
         return torch.fft.rfft(grad_sums, dim=-1).permute(2, 0, 1)
-    gradient = cross * (2 * grad_pairs)
-    diagonal_grad = saved * (2 * grad_diagonal[:, None])
+    squared = scale.square()
+    gradient = cross * (2 * grad_pairs * squared)
+    diagonal_grad = saved * (2 * grad_diagonal * squared.diagonal())[:, None]
     diagonal_grad[:, 0] = 0
     torch.diagonal(gradient, dim1=1, dim2=2).add_(torch.fft.rfft(diagonal_grad, dim=-1).T)
     return gradient
@@ -248,15 +251,16 @@ def _inverse(permutation: torch.Tensor | None) -> torch.Tensor | None:
 class RelaxedBarlowTwins(torch.autograd.Function):
     """C_ii and the power sums of s for Barlow Twins' relaxation, from the raw views, chunk by chunk.
 
-    forward(z1, z2, permutation, block_size, exponent, chunks) returns
+    forward(z1, z2, permutation, block_size, exponent, chunks, scale) returns
       c_diag (d,): sum_n a[n, i] * b[n, i] (n times C_ii), in the original feature order;
       pairs (g, g), diagonal (g,): ``block_power_sums`` of the wrapped-diagonal sums s of the
-      blocks of a^T b (``circular.py``), which are not formed for q = 2 (``_power_sums``);
+      blocks of a^T b (``circular.py``) normalised by ``scale`` (g, g), which are not formed for
+      q = 2 (``_power_sums``);
     where a, b are the batch-standardised views (biased variance, eps 1e-5), features permuted.
     """
 
     @staticmethod
-    def forward(ctx, z1, z2, permutation, block_size, exponent, chunks):
+    def forward(ctx, z1, z2, permutation, block_size, exponent, chunks, scale):
         n, d = z1.shape
         stats = []
         for z in (z1, z2):
@@ -274,17 +278,17 @@ class RelaxedBarlowTwins(torch.autograd.Function):
             cross = cross + f1.cross(f2, rows)
         inverse = _inverse(permutation)
         cross = f1.frequency_first(cross)
-        pairs, diagonal, power_saved = _power_sums(cross, block_size, exponent)
+        pairs, diagonal, power_saved = _power_sums(cross, block_size, exponent, scale)
         ctx.block_size, ctx.exponent, ctx.chunks = block_size, exponent, chunks
         ctx.save_for_backward(
-            z1, z2, a, b, permutation, inverse, cross, power_saved, *stats, *f1.tensors(), *f2.tensors()
+            z1, z2, a, b, permutation, inverse, cross, power_saved, scale, *stats, *f1.tensors(), *f2.tensors()
         )
         return (c_diag if inverse is None else c_diag[inverse]), pairs, diagonal
 
     @staticmethod
-    @once_differentiable
+    @first_order("Barlow Twins with method=\"fft\"")
     def backward(ctx, grad_diag, grad_pairs, grad_diagonal):
-        z1, z2, a, b, permutation, inverse, cross, power_saved, mean1, inv_std1, mean2, inv_std2, *saved = (
+        z1, z2, a, b, permutation, inverse, cross, power_saved, scale, mean1, inv_std1, mean2, inv_std2, *saved = (
             ctx.saved_tensors
         )
         n, d = a.shape
@@ -292,7 +296,7 @@ class RelaxedBarlowTwins(torch.autograd.Function):
         scales = (inv_std1, inv_std2) if permutation is None else (inv_std1[permutation], inv_std2[permutation])
         if permutation is not None:
             grad_diag = grad_diag[permutation]
-        grad = _sums_gradient(cross, power_saved, grad_pairs, grad_diagonal, ctx.block_size, ctx.exponent)  # (m, g, g)
+        grad = _sums_gradient(cross, power_saved, grad_pairs, grad_diagonal, ctx.block_size, ctx.exponent, scale)
         # dL/dF1[n, u] = sum_v conj(G[u, v]) F2[n, v] and dL/dF2[n, v] = sum_u G[u, v] F1[n, u]
         weights = (f1.weights(grad.mH), f1.weights(grad))
         # Each chunk of a and b is last read just before its gradients are written: they can
@@ -319,24 +323,24 @@ class RelaxedBarlowTwins(torch.autograd.Function):
             shift = mean * k
             for rows in ctx.chunks:
                 out[rows].addcmul_(z[rows], k, value=-1).add_(shift)
-        return grads[0], grads[1], None, None, None, None
+        return grads[0], grads[1], None, None, None, None, None
 
 
 class RelaxedVICReg(torch.autograd.Function):
     """VICReg's three terms' statistics from the raw views, chunk by chunk.
 
-    forward(z1, z2, permutation, block_size, exponent, chunks) returns
+    forward(z1, z2, permutation, block_size, exponent, chunks, scale) returns
       squared_difference (): sum over all entries of (z1 - z2)^2 (n * d times the invariance term);
       squares (2, d): per view, sum_n (z[n, i] - mean_i)^2 ((n - 1) times the variance);
       pairs (2, g, g), diagonal (2, g): per view, ``block_power_sums`` of the wrapped-diagonal
-      sums of the blocks of Zc^T Zc, Zc the centred view with permuted features
-      (``covariance.py`` normalises them; ``_power_sums`` forms them).
+      sums of the blocks of Zc^T Zc normalised by ``scale`` (g, g) (``covariance.relaxed_scale``),
+      Zc the centred view with permuted features (``_power_sums`` forms them).
     The views are transformed shifted by their first row, x' = z[:, perm] - z[0, perm], and
     centred afterwards (the module's docstring, point 2).
     """
 
     @staticmethod
-    def forward(ctx, z1, z2, permutation, block_size, exponent, chunks):
+    def forward(ctx, z1, z2, permutation, block_size, exponent, chunks, scale):
         n, d = z1.shape
         views = (torch.empty_like(z1), torch.empty_like(z2))  # x', permuted and shifted
         spectra = (_Spectra(z1, block_size, chunks), _Spectra(z2, block_size, chunks))
@@ -357,21 +361,21 @@ class RelaxedVICReg(torch.autograd.Function):
         means = [total / n for total in totals]
         mean_spectra = [f.transform(mean[None]) for f, mean in zip(spectra, means)]
         cross = [f.frequency_first(c - n * f.product(m, m)) for c, f, m in zip(cross, spectra, mean_spectra)]
-        power = [_power_sums(c, block_size, exponent) for c in cross]
+        power = [_power_sums(c, block_size, exponent, scale) for c in cross]
         squares = torch.stack([(s - n * mean.square()).clamp_(min=0) for s, mean in zip(squares, means)])
         inverse = _inverse(permutation)
         ctx.block_size, ctx.exponent, ctx.chunks = block_size, exponent, chunks
         ctx.save_for_backward(
-            *views, permutation, inverse, offset, *means, *mean_spectra, *cross, *(p[2] for p in power),
+            *views, permutation, inverse, offset, scale, *means, *mean_spectra, *cross, *(p[2] for p in power),
             *spectra[0].tensors(), *spectra[1].tensors(),
         )
         pairs, diagonal = torch.stack([p[0] for p in power]), torch.stack([p[1] for p in power])
         return squared_difference, (squares if inverse is None else squares[:, inverse]), pairs, diagonal
 
     @staticmethod
-    @once_differentiable
+    @first_order("VICReg with method=\"fft\"")
     def backward(ctx, grad_difference, grad_squares, grad_pairs, grad_diagonal):
-        (x1, x2, permutation, inverse, offset, mean1, mean2, spectrum1, spectrum2,
+        (x1, x2, permutation, inverse, offset, scale, mean1, mean2, spectrum1, spectrum2,
          cross1, cross2, power_saved1, power_saved2, *saved) = ctx.saved_tensors
         f1, f2 = (_Spectra(x1, ctx.block_size, ctx.chunks, part) for part in _halves(saved))
         if permutation is not None:
@@ -381,7 +385,7 @@ class RelaxedVICReg(torch.autograd.Function):
         for cross, power_saved, grad_p, grad_d in zip(
             (cross1, cross2), (power_saved1, power_saved2), grad_pairs, grad_diagonal
         ):
-            grad = _sums_gradient(cross, power_saved, grad_p, grad_d, ctx.block_size, ctx.exponent)  # (m, g, g)
+            grad = _sums_gradient(cross, power_saved, grad_p, grad_d, ctx.block_size, ctx.exponent, scale)
             weights.append(f1.weights(grad + grad.mH))
         # dL/dz1[:, perm] = irfft((F'1 - M'1) W1) + 2 gs1 (x'1 - mu'1) + c (x'1 - x'2 + offset), c =
         # 2 dL/d(squared_difference): the centring's backward leaves the first two unchanged, as
@@ -403,4 +407,4 @@ class RelaxedVICReg(torch.autograd.Function):
                 chunk_grads.append(grad.addcmul_(x[rows], factor).addcmul_(other[rows], minus_c))
             for grad, out in zip(chunk_grads, grads):  # after both: each reads x'1 and x'2
                 _scatter_back(grad, rows, inverse, out)
-        return grads[0], grads[1], None, None, None, None
+        return grads[0], grads[1], None, None, None, None, None

@@ -22,13 +22,17 @@ def power_sum(x: torch.Tensor, exponent: float) -> torch.Tensor:
     return x.abs().pow(exponent).sum()
 
 
-def block_power_sums(sums: torch.Tensor, exponent: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sums over shifts of |s|^q, for the wrapped-diagonal sums s (g, g, b) of the relaxation.
+def block_power_sums(sums: torch.Tensor, exponent: float, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums over shifts of |t|^q, t = scale * s, for the wrapped-diagonal sums s (g, g, b) of the
+    relaxation and the (g, g) normalisation of each pair of blocks.
 
     Returns ``pairs`` (g, g), every shift of each pair of blocks, and ``diagonal`` (g,), the shifts
     k >= 1 of each diagonal block (shift 0 of a diagonal block lies on the matrix's diagonal).
-    The penalties weight these small sums: one pass over s, where indexing the blocks, scaling
-    and summing would make several (g, g, b) copies, and as many again in the backward pass.
+    The sums are normalised before they are raised to q: raw sums of n*b products raised to a
+    large q overflow float32. The penalties weight these small sums: one pass over s, where
+    indexing the blocks and summing would make several (g, g, b) copies, and as many again in
+    the backward pass.
     """
-    power = sums.pow(2) if exponent == 2 else sums.abs().pow(exponent)
+    normalised = sums * scale[..., None]
+    power = normalised.square() if exponent == 2 else normalised.abs().pow(exponent)
     return power.sum(-1), torch.diagonal(power, dim1=0, dim2=1)[1:].sum(0)

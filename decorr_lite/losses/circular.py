@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
-from ._checks import check_block_size, check_pair
+from ._checks import check_block_size, check_not_transformed, check_pair, first_order
+from ._precision import full_precision, upcast
 
 
 def split_blocks(z: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -60,7 +60,7 @@ class _PermuteFeatures(torch.autograd.Function):
         return torch.gather(z, 1, permutation.expand(z.shape[0], -1))
 
     @staticmethod
-    @once_differentiable
+    @first_order('The FFT relaxation (method="fft")')
     def backward(ctx, grad):
         (permutation,) = ctx.saved_tensors
         inverse = inverse_permutation(permutation)
@@ -91,6 +91,10 @@ class _CircularCorrelation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x1, x2):
         length, single_block = x1.shape[-1], x1.shape[1] == 1
+        ctx.empty = x1.shape[0] == 0
+        if ctx.empty:  # a rank without rows in a distributed batch adds nothing (MKL rejects empty FFTs)
+            ctx.same = x2 is x1
+            return x1.new_zeros(x1.shape[1], x2.shape[1], length)
         f1 = torch.fft.rfft(x1, dim=-1)
         f2 = f1 if x2 is x1 else torch.fft.rfft(x2, dim=-1)  # an auto-correlation needs one FFT
         if single_block:
@@ -105,8 +109,10 @@ class _CircularCorrelation(torch.autograd.Function):
         return torch.fft.irfft(cross, n=length, dim=-1)
 
     @staticmethod
-    @once_differentiable
+    @first_order('The FFT relaxation (method="fft")')
     def backward(ctx, grad):
+        if ctx.empty:
+            return grad.new_zeros(0, grad.shape[0], grad.shape[2]), None if ctx.same else grad.new_zeros(0, grad.shape[1], grad.shape[2])
         f1, f2 = ctx.saved_tensors
         g = torch.fft.rfft(grad, dim=-1)  # (g, g, m)
         if not ctx.single_block:
@@ -127,12 +133,11 @@ class _CircularCorrelation(torch.autograd.Function):
 def circular_blocks(z1: torch.Tensor, z2: torch.Tensor, block_size: int) -> torch.Tensor:
     """Wrapped-diagonal sums (g, g, b) of already-checked (n, d) inputs (z2 may be z1).
 
-    FFTs run in at least float32: half-precision FFTs are unsupported on CPU and limited to
-    powers of two on GPU.
+    The losses upcast half precision before they get here (``_precision.py``): half-precision
+    FFTs are unsupported on CPU and limited to powers of two on GPU.
     """
-    upcast = z1.dtype in (torch.float16, torch.bfloat16)
-    x1 = split_blocks(z1.float() if upcast else z1, block_size)
-    x2 = x1 if z2 is z1 else split_blocks(z2.float() if upcast else z2, block_size)
+    x1 = split_blocks(z1, block_size)
+    x2 = x1 if z2 is z1 else split_blocks(z2, block_size)
     return _CircularCorrelation.apply(x1, x2)
 
 
@@ -149,11 +154,14 @@ def circular_correlation(
             The last of the g = ceil(d / b) blocks is zero-padded to b when b does not divide d.
 
     Returns:
-        (g, g, b) tensor; ``s[u, u, 0]`` is the trace of diagonal block u, and with b = 1,
+        (g, g, b) tensor (float32 for half-precision input); ``s[u, u, 0]`` is the trace of diagonal block u, and with b = 1,
         ``s[:, :, 0] == z1.T @ z2``.
 
     Cost: O(n*d*log b) for the FFTs plus O(n*d*g) for the per-frequency products; memory
     O(n*d + g*g*b). Differentiable.
     """
     check_pair(z1, z2, check_finite=check_finite)
-    return circular_blocks(z1, z2, check_block_size(block_size, z1.shape[1]))
+    check_not_transformed(z1, "circular_correlation")
+    block_size = check_block_size(block_size, z1.shape[1])
+    with full_precision(z1.device):
+        return circular_blocks(upcast(z1), upcast(z2), block_size)

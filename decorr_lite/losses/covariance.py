@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_decorrelation_options, check_embeddings
+from ._checks import check_decorrelation_options, check_embeddings, check_not_transformed
 from ._distributed import all_reduce_sum
 from ._matrix import block_power_sums, off_diagonal, power_sum
+from ._precision import full_precision, upcast
 from .circular import circular_blocks, permute_features
 
 
@@ -50,7 +51,8 @@ def covariance_penalty(
         # diagonal (the variances), which costs O(n*d).
         gram = zc @ zc.T
         variances = zc.pow(2).sum(dim=0) / (n - 1)
-        return (gram.pow(2).sum() / (n - 1) ** 2 - variances.pow(2).sum()) / d
+        # the subtraction can round a true 0 below it: the sum of squares is never negative
+        return ((gram.pow(2).sum() / (n - 1) ** 2 - variances.pow(2).sum()) / d).clamp(min=0)
     return _relaxed_penalty(zc, block_size, exponent, permutation)
 
 
@@ -65,27 +67,31 @@ def _relaxed_penalty(
     return relaxed_penalty_from_sums(sums, n, d, block_size, exponent)
 
 
+def relaxed_scale(n: int, d: int, block_size: int, like: torch.Tensor) -> torch.Tensor:
+    """(g, g): 1 / ((n - 1) * size(u, v)), the authors' normalisation t = scale * s of the sums of
+    pair (u, v); a pair that involves the zero-padded last block has that block's true size."""
+    num_blocks = -(-d // block_size)
+    sizes = torch.full((num_blocks,), float(block_size), dtype=like.dtype, device=like.device)
+    sizes[-1] = d - (num_blocks - 1) * block_size
+    return 1 / ((n - 1) * torch.minimum(sizes[:, None], sizes[None, :]))
+
+
 def relaxed_penalty_from_sums(sums: torch.Tensor, n: int, d: int, block_size: int, exponent: float) -> torch.Tensor:
     """The authors' normalisation of the wrapped-diagonal sums (g, g, b) of Zc^T Zc over n rows."""
-    return relaxed_penalty_from_power_sums(*block_power_sums(sums, exponent), n, d, block_size, exponent)
+    scale = relaxed_scale(n, d, block_size, sums)
+    return relaxed_penalty_from_power_sums(*block_power_sums(sums, exponent, scale))
 
 
-def relaxed_penalty_from_power_sums(
-    pairs: torch.Tensor, diagonal: torch.Tensor, n: int, d: int, block_size: int, exponent: float
-) -> torch.Tensor:
-    """The same from ``block_power_sums`` of the sums: pairs (g, g) and diagonal (g,)."""
+def relaxed_penalty_from_power_sums(pairs: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
+    """The penalty from ``block_power_sums`` of the normalised sums: pairs (g, g), diagonal (g,)."""
     num_blocks = pairs.shape[0]
-    # t = s / ((n - 1) * size): a pair that involves the zero-padded last block has its true size.
-    sizes = torch.full((num_blocks,), float(block_size), dtype=pairs.dtype, device=pairs.device)
-    sizes[-1] = d - (num_blocks - 1) * block_size
-    scale = ((n - 1) * torch.minimum(sizes[:, None], sizes[None, :])).pow(-exponent)  # |t|^q = scale * |s|^q
     # Diagonal blocks: shift 0 is the block's variances, the rest are off-diagonal entries.
-    penalty = (diagonal * scale.diagonal()).sum() / num_blocks
+    penalty = diagonal.sum() / num_blocks
     if num_blocks > 1:
         # Off-diagonal blocks: every shift. (u, v) and (v, u) hold the same sums reversed, so
         # the upper triangle counted twice is the whole off-diagonal part.
         num_pairs = num_blocks * (num_blocks - 1) // 2
-        penalty = penalty + 2 * torch.triu(pairs * scale, diagonal=1).sum() / num_pairs
+        penalty = penalty + 2 * torch.triu(pairs, diagonal=1).sum() / num_pairs
     return penalty
 
 
@@ -109,17 +115,21 @@ def covariance_loss(
             ``"fft"`` is the relaxation of Shigeto et al. (CVPR 2023): O(n*d*log b + n*d*g)
             time, O(n*d + g^2*b) memory, with g = ceil(d / b).
         block_size: b in [1, d] for ``"fft"``; None means b = d (fully relaxed).
-        exponent: q in |.|^q (2 in VICReg; the relaxation also uses 1).
+        exponent: q >= 1 in |.|^q (2 in VICReg; the relaxation also uses 1).
         permutation: a permutation of range(d) applied to the features before blocking
             (``"fft"`` only; the exact value does not depend on it). Draw a fresh one per step.
         check_finite: reject NaN/Inf (a full pass over the data; training loops may skip it).
 
     Returns:
-        0-dim tensor.
+        0-dim tensor, float32 for half-precision input (computed in float32, also under autocast).
     """
     check_embeddings(z, "z", check_finite=check_finite)
     d = z.shape[1]
     method, block_size, exponent, permutation = check_decorrelation_options(
         method, block_size, exponent, permutation, d, z.device
     )
-    return covariance_penalty(z - z.mean(dim=0), method, block_size, exponent, permutation)
+    if method == "fft":
+        check_not_transformed(z, 'covariance_loss with method="fft"')
+    with full_precision(z.device):
+        z = upcast(z)
+        return covariance_penalty(z - z.mean(dim=0), method, block_size, exponent, permutation)

@@ -13,9 +13,9 @@ C is d x d with C_ii close to the correlation of feature i across the two views.
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from ._checks import check_pair
+from ._checks import check_not_transformed, check_pair, first_order
+from ._precision import full_precision, upcast
 
 BATCHNORM_EPS = 1e-5
 
@@ -37,7 +37,7 @@ class _BatchStandardize(torch.autograd.Function):
         return a
 
     @staticmethod
-    @once_differentiable
+    @first_order("Barlow Twins' batch standardisation")
     def backward(ctx, grad):
         a, inv_std = ctx.saved_tensors
         return inv_std * (grad - grad.mean(dim=0) - a * (grad * a).mean(dim=0)), None
@@ -56,7 +56,9 @@ def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, *, check_finite: bool 
         check_finite: reject NaN/Inf (a full pass over the data; training loops may skip it).
 
     Returns:
-        (d, d) tensor. Cost O(n*d^2) time, O(d^2) memory.
+        (d, d) tensor (float32 for half-precision input). Cost O(n*d^2) time, O(d^2) memory.
     """
     check_pair(z1, z2, check_finite=check_finite)
-    return batch_standardize(z1).T @ batch_standardize(z2) / z1.shape[0]
+    check_not_transformed(z1, "cross_correlation")
+    with full_precision(z1.device):
+        return batch_standardize(upcast(z1)).T @ batch_standardize(upcast(z2)) / z1.shape[0]

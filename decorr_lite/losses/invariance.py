@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_pair
+from ._precision import full_precision, upcast
 
 
 def invariance_loss(z1: torch.Tensor, z2: torch.Tensor, *, check_finite: bool = True) -> torch.Tensor:
@@ -20,7 +21,8 @@ def invariance_loss(z1: torch.Tensor, z2: torch.Tensor, *, check_finite: bool = 
         check_finite: reject NaN/Inf (a full pass over the data; training loops may skip it).
 
     Returns:
-        0-dim tensor. Cost O(n*d).
+        0-dim tensor (float32 for half-precision input, as every loss here). Cost O(n*d).
     """
     check_pair(z1, z2, check_finite=check_finite)
-    return (z1 - z2).pow(2).mean()
+    with full_precision(z1.device):
+        return (upcast(z1) - upcast(z2)).pow(2).mean()

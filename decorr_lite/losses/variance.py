@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_embeddings, check_positive
+from ._checks import check_embeddings, check_eps, check_positive
 from ._distributed import all_reduce_sum
+from ._precision import full_precision, upcast
 
 
 def variance_penalty(centred: torch.Tensor, gamma: float, eps: float, global_n: int | None = None) -> torch.Tensor:
@@ -40,13 +41,15 @@ def variance_loss(
     Args:
         z: (n, d) embeddings of one view.
         gamma: the margin on the standard deviation (> 0).
-        eps: added to the variance before the square root, for a finite gradient at 0 (>= 0).
+        eps: added to the variance before the square root, for a finite gradient at 0 (> 0).
         check_finite: reject NaN/Inf (a full pass over the data; training loops may skip it).
 
     Returns:
-        0-dim tensor. Cost O(n*d).
+        0-dim tensor (float32 for half-precision input, as every loss here). Cost O(n*d).
     """
     check_embeddings(z, "z", check_finite=check_finite)
     check_positive(gamma, "gamma")
-    check_positive(eps, "eps", allow_zero=True)
-    return variance_penalty(z - z.mean(dim=0), gamma, eps)
+    check_eps(eps)
+    with full_precision(z.device):
+        z = upcast(z)
+        return variance_penalty(z - z.mean(dim=0), gamma, eps)

@@ -14,8 +14,9 @@ from collections.abc import Iterable
 import torch
 
 from . import _distributed, _fused
-from ._checks import check_decorrelation_options, check_pair, check_positive
-from .covariance import covariance_penalty, relaxed_penalty_from_power_sums
+from ._checks import check_decorrelation_options, check_eps, check_not_transformed, check_pair, check_positive
+from ._precision import full_precision, upcast
+from .covariance import covariance_penalty, relaxed_penalty_from_power_sums, relaxed_scale
 from .invariance import invariance_loss
 from .variance import hinge_from_squares, variance_penalty
 
@@ -41,42 +42,46 @@ def vicreg_loss(
     """VICReg loss of two views.
 
     Args:
-        z1, z2: (n, d) embeddings of the two views.
+        z1, z2: (n, d) embeddings of the two views. Any floating dtype: the loss is computed
+            in float32 (float64 stays float64), also inside a ``torch.autocast`` region, and is
+            float32 for half-precision inputs.
         sim_coeff, std_coeff, cov_coeff: weights of the invariance, variance and covariance
             terms (>= 0). A weight of 0 switches the term off and skips its computation.
         method, block_size, exponent, permutation: how the covariance term is computed;
             see ``covariance_loss``. The invariance and variance terms are not relaxed.
-        gamma, eps: margin and epsilon of the variance hinge; see ``variance_loss``.
+        gamma, eps: margin and epsilon (> 0) of the variance hinge; see ``variance_loss``.
         check_finite: reject NaN/Inf (a full pass over the data; training loops may skip it).
         gather_distributed: when a ``torch.distributed`` process group is initialised, compute
-            the loss of the global batch (every rank's rows), as one process would. Gradients
-            with respect to the local embeddings are world_size times the single-process ones,
-            so that DDP's gradient averaging gives the single-process parameter gradients
-            (``losses/_distributed.py``). ``"exact"``/``"gram"`` gather the embeddings;
-            ``"fft"`` all-reduces only sums.
+            the loss of the global batch (every rank's rows), as one process would. Every rank
+            must pass the same arguments (the same permutation too): they are compared, and a
+            difference raises on every rank. A rank may hold 0 or 1 rows; the global batch needs
+            2. Gradients with respect to the local embeddings are world_size times the
+            single-process ones, so that DDP's gradient averaging gives the single-process
+            parameter gradients (``losses/_distributed.py``). ``"exact"``/``"gram"`` gather the
+            embeddings; ``"fft"`` all-reduces only sums.
 
     Returns:
         0-dim tensor. Cost: O(n*d) plus that of the covariance method, twice.
+
+    ``method="fft"`` supports first derivatives only (no double backward, no ``torch.func``).
     """
-    for name, value in (("sim_coeff", sim_coeff), ("std_coeff", std_coeff), ("cov_coeff", cov_coeff)):
-        check_positive(value, name, allow_zero=True)
     weights = {"invariance": sim_coeff, "variance": std_coeff, "covariance": cov_coeff}
-    terms = vicreg_terms(
-        z1, z2, terms=[name for name, w in weights.items() if w], method=method, block_size=block_size,
-        exponent=exponent, permutation=permutation, gamma=gamma, eps=eps, check_finite=check_finite,
-        gather_distributed=gather_distributed,
+    for name, value in zip(("sim_coeff", "std_coeff", "cov_coeff"), weights.values()):
+        check_positive(value, name, allow_zero=True)
+    terms = _terms(
+        z1, z2, [name for name, w in weights.items() if w], method, block_size, exponent, permutation, gamma, eps,
+        check_finite, gather_distributed, weights,
     )
-    loss = z1.new_zeros(())
-    for name, value in terms.items():
-        loss = loss + weights[name] * value
-    return loss
+    if not terms:  # every weight 0
+        return z1.new_zeros((), dtype=upcast(z1).dtype)
+    return sum(weights[name] * value for name, value in terms.items())
 
 
 def vicreg_terms(
     z1: torch.Tensor,
     z2: torch.Tensor,
     *,
-    terms: Iterable[str] = TERMS,
+    terms: str | Iterable[str] = TERMS,
     method: str = "exact",
     block_size: int | None = None,
     exponent: float = 2,
@@ -89,68 +94,87 @@ def vicreg_terms(
     """The unweighted VICReg terms, for logging each one (training curves, notebooks).
 
     Returns ``{"invariance": s, "variance": (v(z1) + v(z2)) / 2, "covariance": c(z1) + c(z2)}``
-    restricted to ``terms``, so that ``vicreg_loss`` is ``sum(weight * term)``. Arguments as in
-    ``vicreg_loss``; only the requested terms are computed.
+    restricted to ``terms`` (one name or several), so that ``vicreg_loss`` is
+    ``sum(weight * term)``. Arguments as in ``vicreg_loss``; only the requested terms are computed.
     """
-    check_pair(z1, z2, check_finite=check_finite)
-    d = z1.shape[1]
-    terms = list(terms)
-    unknown = sorted(set(terms) - set(TERMS))
-    if unknown:
-        raise ValueError(f"terms must be a subset of {TERMS}, got unknown {unknown}")
-    check_positive(gamma, "gamma")
-    check_positive(eps, "eps", allow_zero=True)
-    method, block_size, exponent, permutation = check_decorrelation_options(
-        method, block_size, exponent, permutation, d, z1.device
+    terms = [terms] if isinstance(terms, str) else list(terms)
+    return _terms(
+        z1, z2, terms, method, block_size, exponent, permutation, gamma, eps, check_finite, gather_distributed, None
     )
 
-    # Across processes: exact and gram need every row (gather them, then compute as one process
-    # would); fft needs only sums, which are all-reduced where they are formed.
-    # global_n, the rows over all ranks, is counted once and marks the sums-only (fft) path.
-    global_n = None
-    if gather_distributed and _distributed.active():
+
+def _terms(z1, z2, terms, method, block_size, exponent, permutation, gamma, eps, check_finite, gather_distributed,
+           weights) -> dict[str, torch.Tensor]:
+    """Check, agree across ranks (``gather_distributed``), then compute in float32 or float64."""
+    distributed = gather_distributed and _distributed.active()
+    with _distributed.checked_together(distributed):
+        check_pair(z1, z2, check_finite=check_finite, min_rows=0 if distributed else 2)
+        unknown = sorted(set(terms) - set(TERMS))
+        if unknown:
+            raise ValueError(f"terms must be a name or a list of names from {TERMS}; got unknown {unknown}.")
+        check_positive(gamma, "gamma")
+        check_eps(eps)
+        method, block_size, exponent, permutation = check_decorrelation_options(
+            method, block_size, exponent, permutation, z1.shape[1], z1.device
+        )
         if method == "fft":
-            global_n = _distributed.global_count(z1.shape[0], z1.device)
-        else:
-            z1, z2 = _distributed.gather_rows(z1), _distributed.gather_rows(z2)
+            check_not_transformed(z1, 'VICReg with method="fft"')
+    sizes = None
+    if distributed:
+        arguments = dict(terms=tuple(sorted(terms)), method=method, d=z1.shape[1], block_size=block_size,
+                         exponent=exponent, gamma=gamma, eps=eps, permutation=permutation)
+        if weights is not None:
+            arguments.update(sim_coeff=weights["invariance"], std_coeff=weights["variance"],
+                             cov_coeff=weights["covariance"])
+        sizes = _distributed.agree("vicreg", arguments, z1.shape[0])
+    with full_precision(z1.device):
+        z1, z2 = upcast(z1), upcast(z2)
+        if sizes is not None and method != "fft":  # exact and gram need every row: gather them
+            z1, z2, sizes = _distributed.gather_rows(z1, sizes), _distributed.gather_rows(z2, sizes), None
+        if method == "fft" and "covariance" in terms and sizes is None and _fused.supported(z1):
+            return _fused_terms(z1, z2, terms, block_size, exponent, permutation, gamma, eps)
+        return _modular_terms(z1, z2, terms, method, block_size, exponent, permutation, gamma, eps,
+                              None if sizes is None else sum(sizes))
 
-    if method == "fft" and "covariance" in terms and global_n is None and _fused.supported(z1):
-        return _relaxed_terms(z1, z2, terms, block_size, exponent, permutation, gamma, eps)
 
+def _modular_terms(z1, z2, terms, method, block_size, exponent, permutation, gamma, eps, global_n):
+    """Each term on its own (the reference path). ``global_n``: z1 and z2 are this rank's rows
+    of a global batch of ``global_n`` rows (``"fft"`` across processes): sums are all-reduced."""
     out = {}
     if "invariance" in terms:
-        if global_n is not None:
-            out["invariance"] = _distributed.all_reduce_sum((z1 - z2).pow(2).sum()) / (global_n * d)
-        else:
-            out["invariance"] = invariance_loss(z1, z2, check_finite=False)
+        out["invariance"] = _invariance(z1, z2, global_n)
     if "variance" in terms or "covariance" in terms:
         # both the variance and the covariance term work on the centred views: centre once
         c1, c2 = _centre(z1, global_n), _centre(z2, global_n)
         if "variance" in terms:
-            out["variance"] = (variance_penalty(c1, gamma, eps, global_n)
-                               + variance_penalty(c2, gamma, eps, global_n)) / 2
+            out["variance"] = (variance_penalty(c1, gamma, eps, global_n) + variance_penalty(c2, gamma, eps, global_n)) / 2
         if "covariance" in terms:
-            out["covariance"] = covariance_penalty(c1, method, block_size, exponent, permutation, global_n) + (
-                covariance_penalty(c2, method, block_size, exponent, permutation, global_n)
+            out["covariance"] = sum(
+                covariance_penalty(c, method, block_size, exponent, permutation, global_n) for c in (c1, c2)
             )
     return out
 
 
-def _relaxed_terms(z1, z2, terms, block_size, exponent, permutation, gamma, eps) -> dict[str, torch.Tensor]:
+def _fused_terms(z1, z2, terms, block_size, exponent, permutation, gamma, eps) -> dict[str, torch.Tensor]:
     """The fast single-process path of the relaxation: every term from the fused pass (``_fused.py``)."""
     n, d = z1.shape
+    scale = relaxed_scale(n, d, block_size, z1)
     squared_difference, squares, pairs, diagonal = _fused.RelaxedVICReg.apply(
-        z1, z2, permutation, block_size, exponent, _fused.row_chunks(n, d, z1)
+        z1, z2, permutation, block_size, exponent, _fused.row_chunks(n, d, z1), scale
     )
     out = {}
     if "invariance" in terms:
         out["invariance"] = squared_difference / (n * d)
     if "variance" in terms:
         out["variance"] = hinge_from_squares(squares, n, gamma, eps).mean()  # of the two views
-    out["covariance"] = sum(
-        relaxed_penalty_from_power_sums(p, dg, n, d, block_size, exponent) for p, dg in zip(pairs, diagonal)
-    )
+    out["covariance"] = sum(relaxed_penalty_from_power_sums(p, dg) for p, dg in zip(pairs, diagonal))
     return out
+
+
+def _invariance(z1: torch.Tensor, z2: torch.Tensor, global_n: int | None) -> torch.Tensor:
+    if global_n is None:
+        return invariance_loss(z1, z2, check_finite=False)
+    return _distributed.all_reduce_sum((z1 - z2).pow(2).sum()) / (global_n * z1.shape[1])
 
 
 def _centre(z: torch.Tensor, global_n: int | None) -> torch.Tensor:
