@@ -12,9 +12,9 @@ import json
 import os
 import sys
 
-from .train import LOSSES, TERMS, TrainConfig, train_ssl
 from .losses import METHODS
 from .models import ENCODERS
+from .train import LOSSES, TERMS, TrainConfig, check_runnable, train_ssl
 
 HELP = {
     "loss": f"which loss: {' | '.join(LOSSES)}",
@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
         choices = {"loss": LOSSES, "method": METHODS, "encoder": ENCODERS}.get(f.name)
         train.add_argument(flag, type=kind, default=f.default, choices=choices, help=HELP[f.name])
     train.add_argument("--out", default=None, help="folder for metrics.json, arrays.npz and model.pt")
-    train.add_argument("--no-cache", action="store_true", help="train even if this configuration is cached")
+    train.add_argument("--no-cache", action="store_true",
+                       help="train even if this configuration is cached, and replace the cached run")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -104,12 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     out, no_cache, quiet = args.pop("out"), args.pop("no_cache"), args.pop("quiet")
     if args["train_subset"] == 0:
         args["train_subset"] = None
-    try:
+    try:  # every setting, the device and --out are checked before any data is read
         config = TrainConfig(**args)
-    except ValueError as err:
+        check_runnable(config, out)
+    except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    result = train_ssl(config, cache=not no_cache, out=out, progress=not quiet)
+    result = train_ssl(config, retrain=no_cache, out=out, progress=not quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, process 0 reports and saves
         return 0
     print(summary_table(result))

@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -101,8 +103,9 @@ def collapse_report(
 
     ``margin`` is the scale the training asked for (VICReg's gamma, 1 by default).
     """
-    if margin <= 0:
-        raise ValueError(f"margin must be > 0, got {margin!r}")
+    for name, value in (("margin", margin), ("complete_below", complete_below), ("dimensional_below", dimensional_below)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     z = _as_float64(z)
     std = z.std(dim=0)
     erank = effective_rank(z)
@@ -143,8 +146,19 @@ def knn_accuracy(
     votes for its label with weight exp(s / temperature) (Wu et al. 2018; ``temperature=None``
     gives every neighbour one vote). Ties go to the lower class index.
     """
-    train = torch.nn.functional.normalize(torch.as_tensor(train_features).double(), dim=1)
-    test = torch.nn.functional.normalize(torch.as_tensor(test_features).double(), dim=1)
+    if temperature is not None and (
+        isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
+        or not math.isfinite(temperature) or temperature <= 0
+    ):
+        raise ValueError(f"temperature must be a finite number > 0 (0.07 is usual) or None, got {temperature!r}")
+    train, test = torch.as_tensor(train_features).double(), torch.as_tensor(test_features).double()
+    for name, features in (("train_features", train), ("test_features", test)):
+        if features.dim() != 2:
+            raise ValueError(f"{name} must be 2-D (samples, features), got shape {tuple(features.shape)}")
+        if not bool(torch.isfinite(features).all()):
+            raise ValueError(f"{name} contains NaN or Inf: check the encoder (a diverged run?)")
+    train = torch.nn.functional.normalize(train, dim=1)
+    test = torch.nn.functional.normalize(test, dim=1)
     train_labels = torch.as_tensor(train_labels).long()
     test_labels = torch.as_tensor(test_labels).long()
     if train.shape[0] != train_labels.shape[0] or test.shape[0] != test_labels.shape[0]:
@@ -157,7 +171,8 @@ def knn_accuracy(
     correct = 0
     for start in range(0, test.shape[0], chunk_size):
         sims, index = (test[start : start + chunk_size] @ train.T).topk(k, dim=1)
-        weights = torch.ones_like(sims) if temperature is None else (sims / temperature).exp()
+        # exp((s - s_max) / T): the same votes up to a factor per row, without overflow at small T
+        weights = torch.ones_like(sims) if temperature is None else ((sims - sims[:, :1]) / temperature).exp()
         votes = torch.zeros(sims.shape[0], num_classes, dtype=torch.float64)
         votes.scatter_add_(1, train_labels[index], weights)
         correct += int((votes.argmax(dim=1) == test_labels[start : start + chunk_size]).sum())

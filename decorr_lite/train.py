@@ -18,10 +18,13 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import os
+import re
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import diagnostics
+from . import _atomic, diagnostics
 from .augment import TwoViews, normalize
 from .benchmark import peak_memory_since, start_peak_memory
-from .data import balanced_subset, load_cifar10
+from .data import balanced_subset, cifar10, load_cifar10
+from .data.cifar10 import CacheWarning
 from .losses import METHODS, barlow_twins_terms, batch_standardize, covariance_loss, cross_correlation, vicreg_terms
+from .losses._checks import check_exponent, check_method
 from .losses.vicreg import TERMS as VICREG_TERMS
 from .models import ENCODERS, build_model
 from .paths import cache_dir
@@ -157,6 +162,8 @@ class TrainConfig:
 
 
 def _validate(c: TrainConfig) -> None:
+    """Every setting, checked before any data is read, each error naming the field and the fix."""
+    _check_types(c)
     if c.loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {c.loss!r}")
     if c.method not in METHODS:
@@ -164,24 +171,91 @@ def _validate(c: TrainConfig) -> None:
     if c.encoder not in ENCODERS:
         raise ValueError(f"encoder must be one of {ENCODERS}, got {c.encoder!r}")
     for name in ("sim_coeff", "std_coeff", "cov_coeff", "on_diag_coeff", "lambd", "weight_decay", "warmup_fraction"):
-        if not getattr(c, name) >= 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(c, name)!r}")
-    if not c.lr > 0:
-        raise ValueError(f"lr must be > 0, got {c.lr!r}")
+        value = getattr(c, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if not c.warmup_fraction <= 1:
+        raise ValueError(f"warmup_fraction must be in [0, 1], got {c.warmup_fraction!r}")
+    if not (math.isfinite(c.lr) and c.lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {c.lr!r}")
+    check_method(c.method, check_exponent(c.exponent))  # q >= 1; gram needs q = 2
     if c.steps is not None and c.epochs is not None:
         raise ValueError("give steps or epochs, not both")
-    if c.steps is not None and c.steps < 0 or c.epochs is not None and c.epochs < 0:
+    if c.steps is not None and c.steps < 0 or c.epochs is not None and not (math.isfinite(c.epochs) and c.epochs >= 0):
         raise ValueError("steps and epochs must be >= 0")
-    if c.batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2 (batch statistics need two samples), got {c.batch_size}")
-    if c.dim < 2:
-        raise ValueError(f"dim must be >= 2, got {c.dim}")
+    train_size, test_size = cifar10.SPLIT_SIZES["train"], cifar10.SPLIT_SIZES["test"]
+    if c.train_subset is not None and not 1 <= c.train_subset <= train_size:
+        raise ValueError(f"train_subset must be in [1, {train_size}] (None: all training images), got {c.train_subset}")
+    images = train_size if c.train_subset is None else c.train_subset
+    if not 2 <= c.batch_size <= images:
+        raise ValueError(f"batch_size must be in [2, {images}] (batch statistics need two samples; at most the "
+                         f"{images} training images), got {c.batch_size}")
+    for name, low in (("width", 1), ("dim", 2), ("eval_points", 1), ("matrix_dims", 1), ("knn_k", 1), ("probe_batch", 2)):
+        if getattr(c, name) < low:
+            raise ValueError(f"{name} must be >= {low}, got {getattr(c, name)}")
+    if c.hidden_dim is not None and c.hidden_dim < 1:
+        raise ValueError(f"hidden_dim must be >= 1 or None (the same as dim), got {c.hidden_dim}")
     if c.block_size is not None and not 1 <= c.block_size <= c.dim:
         raise ValueError(f"block_size must be in [1, dim={c.dim}] or None, got {c.block_size}")
-    if c.eval_points < 1:
-        raise ValueError(f"eval_points must be >= 1, got {c.eval_points}")
-    if c.device not in ("auto", "cpu") and not c.device.startswith("cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {c.device!r}")
+    if c.probe_batch > test_size:
+        raise ValueError(f"probe_batch must be at most the {test_size} test images, got {c.probe_batch}")
+    for name in ("eval_queries", "final_queries"):
+        value = getattr(c, name)
+        if value is not None and not 1 <= value:
+            raise ValueError(f"{name} must be >= 1" + (" or None (every test image)" if name == "final_queries" else "")
+                             + f", got {value}")
+    for name in ("eval_bank", "final_bank"):  # drawn from the training images (all of them when larger)
+        bank = min(getattr(c, name), images)
+        if c.knn_k > bank:
+            raise ValueError(f"knn_k={c.knn_k} needs a kNN bank of at least {c.knn_k} images; {name} gives {bank}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", c.device):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {c.device!r}")
+
+
+def _check_types(c: TrainConfig) -> None:
+    """Each field has the type its annotation says (a float for an int field is a typo, not a run)."""
+    for f in dataclasses.fields(c):
+        value, kinds = getattr(c, f.name), str(f.type).replace(" ", "").split("|")
+        if value is None and "None" in kinds:
+            continue
+        ok = {
+            "int": isinstance(value, numbers.Integral) and not isinstance(value, bool),
+            "float": isinstance(value, numbers.Real) and not isinstance(value, bool),
+            "str": isinstance(value, str),
+            "bool": isinstance(value, bool),
+        }
+        if not any(ok.get(kind, False) for kind in kinds):
+            raise TypeError(f"{f.name} must be {' or '.join(kinds)}, got {value!r}")
+
+
+def check_runnable(config: TrainConfig, out: str | os.PathLike | None = None) -> None:
+    """What can only be checked on this machine, before any data is read: the device exists, and
+    ``out`` (if given) is a folder that can be written, or can be created."""
+    device = resolve_device(config.device)
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={config.device!r}, but CUDA is not available here: use device='cpu' or 'auto'")
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device={config.device!r}, but there are {torch.cuda.device_count()} CUDA device(s)")
+    if out is not None:
+        _check_writable_folder(Path(out), "out")
+
+
+def _check_writable_folder(path: Path, name: str) -> None:
+    """``path`` is a folder that can be written, or does not exist and can be created (nothing is
+    created here)."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name}={str(path)!r} is a file; give a folder for the run's files")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{name}={str(path)!r} cannot be created: {existing} is a file")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise ValueError(f"{name}={str(path)!r} cannot be written ({err.strerror or err}); choose another folder") from err
 
 
 @dataclass
@@ -227,6 +301,7 @@ def train_ssl(
     config: TrainConfig | None = None,
     *,
     cache: bool = True,
+    retrain: bool = False,
     out: str | os.PathLike | None = None,
     progress: bool = True,
     callback: Callable[[int, int], None] | None = None,
@@ -236,8 +311,11 @@ def train_ssl(
 
     Args:
         config: a ``TrainConfig``; or pass its fields as keyword arguments (``settings``).
-        cache: read and write ``$DECORR_CACHE/runs/<key>``.
-        out: also write ``metrics.json``, ``arrays.npz`` and ``model.pt`` to this folder.
+        cache: read and write ``$DECORR_CACHE/runs/<key>``. An entry that does not load
+            completely (a damaged file) is trained again and replaced.
+        retrain: train even if the run is cached, and replace the cache entry.
+        out: also write ``metrics.json``, ``arrays.npz`` and ``model.pt`` to this folder
+            (checked before training: it must be a folder that can be written or created).
         progress: tqdm progress bars (widgets in JupyterLab); False for silence.
         callback: called as ``callback(steps_done, total_steps)`` after every training step
             (a widget's progress bar); not called for a run loaded from the cache.
@@ -249,16 +327,21 @@ def train_ssl(
         config = TrainConfig(**settings)
     elif settings:
         config = dataclasses.replace(config, **settings)
+    check_runnable(config, out)
     world, rank, started_group = _distributed_setup(config)
     try:
+        if world > 1 and config.batch_size < 2 * world:
+            raise ValueError(
+                f"batch_size={config.batch_size} over {world} processes leaves a process fewer than 2 images "
+                f"(BatchNorm and the batch statistics need 2): use batch_size >= {2 * world}"
+            )
         run_dir = cache_dir() / "runs" / run_key(config, world)
-        result = _load(run_dir) if cache else None
+        result = _load(run_dir) if cache and not retrain else None
         if result is None:
             result = _train(config, progress and rank == 0, callback, world, rank)
             if rank != 0:  # the other processes helped train; process 0 evaluates and saves
                 return result
-            if cache:
-                _save_run(result, run_dir)
+            if cache and _save_run(result, run_dir, warn=True):
                 result.path = run_dir
     finally:
         if started_group:
@@ -267,7 +350,7 @@ def train_ssl(
         out = Path(out)
         if result.path is not None and result.path.resolve() != out.resolve():
             out.mkdir(parents=True, exist_ok=True)
-            for name in ("metrics.json", "arrays.npz", "model.pt"):
+            for name in RUN_FILES:
                 shutil.copyfile(result.path / name, out / name)
         elif result.path is None:
             _save_run(result, out)
@@ -276,15 +359,27 @@ def train_ssl(
 
 
 def cached_run(config: TrainConfig | None = None, **settings) -> TrainResult | None:
-    """The run of this configuration from the cache, or None if it was never trained."""
+    """The run of this configuration from the cache, or None if it was never trained (or its
+    cache entry is damaged)."""
     config = TrainConfig(**settings) if config is None else dataclasses.replace(config, **settings)
     return _load(cache_dir() / "runs" / run_key(config))
 
 
+RUN_FILES = ("metrics.json", "arrays.npz", "model.pt")
+
+
 def _load(run_dir: Path) -> TrainResult | None:
-    if not (run_dir / "metrics.json").is_file():
+    """The cached run, or None if there is none or it does not load completely: a run whose
+    files are truncated, corrupt or missing is a cache miss (retrained, then replaced)."""
+    if not run_dir.exists():
         return None
-    result = load_run(run_dir)
+    try:
+        result = load_run(run_dir)
+        torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)  # reads and checks every byte
+    except Exception as err:  # a damaged file can raise almost anything
+        warnings.warn(f"the cached run {run_dir} is damaged ({type(err).__name__}: {err}); it is trained again "
+                      "and replaced", CacheWarning, stacklevel=3)
+        return None
     result.from_cache = True
     return result
 
@@ -298,20 +393,28 @@ def load_run(path: str | os.PathLike) -> TrainResult:
     return TrainResult(metrics["config"], metrics["history"], metrics["final"], arrays, path=path)
 
 
-def _save_run(result: TrainResult, path: Path) -> None:
-    """Write the run folder atomically: a half-written run is never mistaken for a finished one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+def _save_run(result: TrainResult, path: Path, *, warn: bool = False) -> bool:
+    """Write the run folder atomically: a half-written run is never mistaken for a finished one.
+    ``warn``: a folder that cannot be written (a read-only cache) gives a warning, not an error.
+    Returns whether the run was written."""
     try:
-        (tmp / "metrics.json").write_text(json.dumps(result.metrics, indent=1))
-        np.savez(tmp / "arrays.npz", **result.arrays)
-        torch.save(result.state_dict, tmp / "model.pt")
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _atomic.temporary(path.parent, path.name, folder=True)
+        try:
+            (tmp / "metrics.json").write_text(json.dumps(result.metrics, indent=1))
+            np.savez(tmp / "arrays.npz", **result.arrays)
+            torch.save(result.state_dict, tmp / "model.pt")
+            _atomic.publish(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    except OSError as err:
+        if not warn:
+            raise
+        warnings.warn(f"the run was not cached: {path.parent} cannot be written ({type(err).__name__}: {err}). "
+                      "Set DECORR_CACHE to a writable folder to cache runs.", CacheWarning, stacklevel=3)
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- the training loop
@@ -545,7 +648,11 @@ def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, r
         z1, z2 = forward(v1), forward(v2)
         loss, terms = _loss_terms(config, z1, z2, _permutation(config, perm_gen, device), distributed=world > 1)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss became {loss.item()} at step {step}: lower lr (now {config.lr})")
+            values = ", ".join(f"{name} {value:.4g}" for name, value in terms.items())
+            raise FloatingPointError(
+                f"the loss became {loss.item()} at step {step} (unweighted terms: {values}): training diverged; "
+                f"lower lr (now {config.lr})"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -33,9 +33,11 @@ def make_split(split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own DECORR_CACHE and no DECORR_DATA unless it sets one."""
+    """Every test gets its own DECORR_CACHE and no DECORR_DATA unless it sets one, and the
+    loader expects the tiny copies' images per class (a test of the real data restores them)."""
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("DECORR_CACHE", str(cache))
+    monkeypatch.setattr(cifar10, "PER_CLASS", dict(PER_CLASS))
     return cache
 
 

@@ -118,7 +118,8 @@ def test_damaged_cache_is_rebuilt(image_archive, isolated_cache):
     first, _ = load_cifar10("test", root=image_archive, download=False, progress=False)
     (cached,) = (isolated_cache / "datasets").glob("*.npz")
     cached.write_bytes(b"not an npz")
-    second, _ = load_cifar10("test", root=image_archive, download=False, progress=False)
+    with pytest.warns(cifar10.CacheWarning, match="damaged"):
+        second, _ = load_cifar10("test", root=image_archive, download=False, progress=False)
     assert torch.equal(first, second)
 
 
@@ -256,7 +257,7 @@ def test_download_with_bad_checksum_leaves_nothing(official, tmp_path, monkeypat
     with pytest.raises(FileNotFoundError, match="md5") as err:
         load_cifar10("test", root=target, progress=False)
     assert "DECORR_DATA" in str(err.value)
-    assert list(target.iterdir()) == []
+    assert not target.exists()  # the folder this download made is gone with it
 
 
 def test_offline_download_fails_clearly(tmp_path, monkeypatch):
@@ -266,7 +267,7 @@ def test_offline_download_fails_clearly(tmp_path, monkeypatch):
         load_cifar10("train", root=target, progress=False)
     message = str(err.value)
     assert "downloading" in message and "failed" in message and "DECORR_DATA" in message
-    assert list(target.iterdir()) == []
+    assert not target.exists()  # a mistyped data folder is not created by a download that cannot happen
 
 
 def test_interrupted_download_leaves_nothing(tmp_path, monkeypatch):
@@ -319,6 +320,7 @@ def shared_archive() -> Path | None:
 def test_shared_copy(monkeypatch):
     root = shared_archive()
     monkeypatch.setenv("DECORR_CACHE", str(Path(__file__).resolve().parent.parent / ".cache"))
+    monkeypatch.setattr(cifar10, "PER_CLASS", {"train": 5000, "test": 1000})  # the real thing
     images, labels = load_cifar10("test", root=root, download=False, progress=False)
     assert images.shape == (10000, 3, 32, 32)
     assert torch.bincount(labels).tolist() == [1000] * 10

@@ -10,6 +10,7 @@ import torch
 
 import decorr_lite as dl
 from decorr_lite import cli, train
+from decorr_lite.data import cifar10
 from decorr_lite.train import TrainConfig, load_run, train_ssl
 
 FINAL_KEYS = {"knn_top1", "linear_probe_top1", "effective_rank", "median_std", "seconds"}
@@ -292,8 +293,15 @@ def test_torchrun_trains_with_two_processes(tiny, tmp_path):
             "--dim", "16", "--width", "4", "--batch-size", "20", "--steps", "2", "--eval-points", "1",
             "--eval-bank", "30", "--eval-queries", "20", "--final-bank", "60", "--probe-batch", "20",
             "--matrix-dims", "8", "--knn-k", "5", "--out", str(tmp_path / "x"), "--quiet", "--device", "cpu"]
+    # the command line, with the loader expecting the tiny copy's images per class
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(
+        "import sys\nfrom decorr_lite.data import cifar10\n"
+        f"cifar10.PER_CLASS = {dict(cifar10.PER_CLASS)!r}\n"
+        "from decorr_lite.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "decorr_lite", "train", *argv]
+               str(launcher), "train", *argv]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "x" / "metrics.json").read_text())

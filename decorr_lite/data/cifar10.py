@@ -11,8 +11,11 @@ What it reads there, in this order of preference (the official formats are lossl
    sub-folder with "cifar" in its name.
 
 If none is there and ``download`` is true, the official archive is downloaded into the folder
-(to a temporary file, md5-verified, then renamed). The decoded arrays are cached under
-``$DECORR_CACHE/datasets`` keyed by the source's checksum, so later loads skip decoding.
+(to a temporary file, md5-verified, then renamed). A split must hold exactly CIFAR-10's images,
+5,000 (train) or 1,000 (test) per class: a partial copy is refused with the classes it lacks.
+The decoded arrays are cached under ``$DECORR_CACHE/datasets`` keyed by the source's checksum,
+so later loads skip decoding; a cache file that does not load completely is rebuilt, and a cache
+folder that cannot be written only turns caching off (with a warning).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import hashlib
 import io
 import os
 import pickle
+import numbers
 import tarfile
-import tempfile
 import urllib.error
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -32,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import _atomic
 from ..paths import cache_dir, data_dir
 from .download import ChecksumError, download_file, file_digest
 
@@ -53,6 +58,10 @@ BATCH_MD5 = {
     "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
 }
 SPLIT_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+SPLIT_SIZES = {"train": 50_000, "test": 10_000}  # CIFAR-10's, what a configuration is checked against
+# Images per class in each split: every copy must hold exactly these (the tests' tiny copies
+# set their own).
+PER_CLASS = {split: size // len(CLASSES) for split, size in SPLIT_SIZES.items()}
 # Image-folder archives whose checksum is known: a mismatch means a corrupt copy.
 KNOWN_IMAGE_ARCHIVES = {
     "cifar10-jpeg.tar.gz": "0f1a9cc5ca52fcbd0d9dcfc8dbf3be9cc3e57a4bbad87990a4f63bd36f8c766c",
@@ -64,7 +73,11 @@ CACHE_FORMAT = 1
 
 
 class CorruptDataError(ValueError):
-    """A dataset file exists but cannot be used: bad checksum, truncated or malformed."""
+    """A dataset file exists but cannot be used: bad checksum, truncated, malformed or incomplete."""
+
+
+class CacheWarning(UserWarning):
+    """A cache could not be written (or a damaged one was replaced); the data still loads."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +121,9 @@ def load_cifar10(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, numbers.Integral) or subset < 1):
         raise ValueError(f"subset must be a positive int or None, got {subset!r}")
+    subset = None if subset is None else int(subset)
 
     directory = data_dir(root)
     source = find_source(directory)
@@ -205,12 +219,10 @@ def _download_or_explain(directory: Path, download: bool, progress: bool) -> Sou
 def _load_source(source: Source, split: str, *, cache: bool, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     key = _source_key(source, split)
     cached = cache_dir() / "datasets" / f"cifar10-{split}-{key[:20]}.npz"
-    if cache and cached.is_file():
-        try:
-            with np.load(cached) as arrays:
-                return arrays["images"], arrays["labels"]
-        except (OSError, ValueError, KeyError, EOFError):
-            cached.unlink(missing_ok=True)  # a damaged cache is rebuilt, never trusted
+    if cache:
+        arrays = _read_cache(cached, split)
+        if arrays is not None:
+            return arrays
     reader = {
         "official-folder": _read_official_folder,
         "official-archive": _read_official_archive,
@@ -218,9 +230,80 @@ def _load_source(source: Source, split: str, *, cache: bool, progress: bool) -> 
         "image-folder": _read_image_folder,
     }[source.kind]
     images, labels = reader(source.path, split, progress)
+    check_counts(labels, split, source)  # nothing partial goes into the cache
     if cache:
-        _save_atomic(cached, images=images, labels=labels)
+        _write_cache(cached, images=images, labels=labels)
     return images, labels
+
+
+def check_counts(labels: np.ndarray, split: str, source: Source) -> None:
+    """Refuse a split that does not hold exactly ``PER_CLASS[split]`` images of every class,
+    naming the classes that are short (or over) and by how many, and how to fix the copy."""
+    expected = PER_CLASS[split]
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(CLASSES))[: len(CLASSES)]
+    wrong = [(CLASSES[i], int(c)) for i, c in enumerate(counts) if c != expected]
+    if not wrong:
+        return
+    details = "; ".join(
+        f"{name}: {count:,} of {expected:,} ({expected - count:,} missing)" if count < expected
+        else f"{name}: {count:,}, {count - expected:,} more than {expected:,}"
+        for name, count in wrong
+    )
+    fix = {
+        "official-folder": f"extract {ARCHIVE_NAME} again, or delete {source.path} so that the archive is used",
+        "official-archive": f"delete {source.path} and download it again ({URL})",
+        "image-archive": f"replace {source.path.name} with a complete copy",
+        "image-folder": f"restore the missing files under {source.path / split}, or point DECORR_DATA at a complete copy",
+    }[source.kind]
+    raise CorruptDataError(
+        f"{source.path}: the {split} split has {int(counts.sum()):,} images where CIFAR-10 has "
+        f"{expected * len(CLASSES):,} ({expected:,} per class): {details}. The copy is incomplete "
+        f"(an interrupted extraction, copy or download?): {fix}."
+    )
+
+
+def _read_cache(path: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached arrays, or None if there are none or they do not load completely and
+    consistently; a damaged file is removed (and rebuilt by the caller), never trusted."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as arrays:
+            images, labels = arrays["images"], arrays["labels"]  # reading all of both checks their CRCs
+        counts = np.bincount(labels, minlength=len(CLASSES))
+        if (images.dtype != np.uint8 or images.shape != (len(labels), 3, 32, 32)
+                or counts.shape != (len(CLASSES),) or not bool((counts == PER_CLASS[split]).all())):
+            raise ValueError("arrays of the wrong shape, type or size")
+        return images, labels
+    except Exception as err:  # a truncated or bit-flipped file can raise almost anything
+        warnings.warn(f"the dataset cache {path} was damaged ({type(err).__name__}: {err}); it is rebuilt",
+                      CacheWarning, stacklevel=4)
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        return None
+
+
+def _write_cache(path: Path, **arrays: np.ndarray) -> None:
+    """Write the cache atomically; where that is not possible (a read-only or unusable cache
+    folder), warn and go on without it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _atomic.temporary(path.parent, path.name)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            _atomic.publish(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as err:
+        warnings.warn(
+            f"caching is off: the dataset cache {path.parent} cannot be written ({type(err).__name__}: {err}). "
+            "The data still loads, decoded anew each time; set DECORR_CACHE to a writable folder to cache it.",
+            CacheWarning, stacklevel=2,  # one place for every split: Python shows it once
+        )
 
 
 def _source_key(source: Source, split: str) -> str:
@@ -272,19 +355,6 @@ def _checked_batch_md5(path: Path) -> str:
             f"{ARCHIVE_NAME} again, or delete {path.parent} so that the archive is downloaded."
         )
     return md5
-
-
-def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared classroom cache must be readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- official format

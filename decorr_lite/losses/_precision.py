@@ -22,8 +22,8 @@ def upcast(z: torch.Tensor) -> torch.Tensor:
 
 
 def full_precision(device: torch.device):
-    """A context in which autocast is off on ``device`` (a no-op where autocast does not exist)."""
-    if torch.amp.is_autocast_available(device.type):
+    """A context in which autocast is off on ``device`` (a no-op where it is not on)."""
+    if torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type):
         return torch.autocast(device.type, enabled=False)
     return contextlib.nullcontext()
 

@@ -71,6 +71,8 @@ def relaxed_scale(n: int, d: int, block_size: int, like: torch.Tensor) -> torch.
     """(g, g): 1 / ((n - 1) * size(u, v)), the authors' normalisation t = scale * s of the sums of
     pair (u, v); a pair that involves the zero-padded last block has that block's true size."""
     num_blocks = -(-d // block_size)
+    if d % block_size == 0:  # every block full: one value
+        return torch.full((num_blocks, num_blocks), 1 / ((n - 1) * block_size), dtype=like.dtype, device=like.device)
     sizes = torch.full((num_blocks,), float(block_size), dtype=like.dtype, device=like.device)
     sizes[-1] = d - (num_blocks - 1) * block_size
     return 1 / ((n - 1) * torch.minimum(sizes[:, None], sizes[None, :]))

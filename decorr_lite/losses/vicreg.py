@@ -9,6 +9,8 @@ are the paper's. This is the official implementation's formula term for term.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterable
 
 import torch
@@ -74,7 +76,8 @@ def vicreg_loss(
     )
     if not terms:  # every weight 0
         return z1.new_zeros((), dtype=upcast(z1).dtype)
-    return sum(weights[name] * value for name, value in terms.items())
+    weighted = [weights[name] * value for name, value in terms.items()]
+    return functools.reduce(operator.add, weighted)
 
 
 def vicreg_terms(
@@ -149,8 +152,8 @@ def _modular_terms(z1, z2, terms, method, block_size, exponent, permutation, gam
         if "variance" in terms:
             out["variance"] = (variance_penalty(c1, gamma, eps, global_n) + variance_penalty(c2, gamma, eps, global_n)) / 2
         if "covariance" in terms:
-            out["covariance"] = sum(
-                covariance_penalty(c, method, block_size, exponent, permutation, global_n) for c in (c1, c2)
+            out["covariance"] = covariance_penalty(c1, method, block_size, exponent, permutation, global_n) + (
+                covariance_penalty(c2, method, block_size, exponent, permutation, global_n)
             )
     return out
 
@@ -167,7 +170,9 @@ def _fused_terms(z1, z2, terms, block_size, exponent, permutation, gamma, eps) -
         out["invariance"] = squared_difference / (n * d)
     if "variance" in terms:
         out["variance"] = hinge_from_squares(squares, n, gamma, eps).mean()  # of the two views
-    out["covariance"] = sum(relaxed_penalty_from_power_sums(p, dg) for p, dg in zip(pairs, diagonal))
+    out["covariance"] = relaxed_penalty_from_power_sums(pairs[0], diagonal[0]) + (
+        relaxed_penalty_from_power_sums(pairs[1], diagonal[1])
+    )
     return out
 
 
