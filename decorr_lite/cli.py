@@ -14,6 +14,7 @@ import sys
 
 from .losses import METHODS
 from .models import ENCODERS
+from .settings import PRECISIONS
 from .train import LOSSES, TERMS, TrainConfig, check_runnable, train_ssl
 
 HELP = {
@@ -49,6 +50,8 @@ HELP = {
     "data_root": "folder (or archive) holding CIFAR-10 (default: $DECORR_DATA, else data/)",
     "seed": "random seed (model, batches, augmentations, permutations, subsets)",
     "device": "auto | cpu | cuda[:i] (auto picks CUDA when present)",
+    "precision": "auto | fp32 | bf16 | fp16: autocast of the model (auto: bf16 where the device computes it "
+    "natively, else fp32; fp16 needs CUDA); the loss is always computed in float32",
 }
 
 
@@ -71,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
             train.add_argument("--no-permutation", dest="permutation", action="store_false", help=HELP[f.name])
             continue
         kind = {"str": str, "float": float, "int": int}[str(f.type).split(" ")[0].replace("|", "").strip()]
-        choices = {"loss": LOSSES, "method": METHODS, "encoder": ENCODERS}.get(f.name)
+        choices = {"loss": LOSSES, "method": METHODS, "encoder": ENCODERS, "precision": PRECISIONS}.get(f.name)
         train.add_argument(flag, type=kind, default=f.default, choices=choices, help=HELP[f.name])
     train.add_argument("--out", default=None, help="folder for metrics.json, arrays.npz and model.pt")
     train.add_argument("--no-cache", action="store_true",
@@ -94,7 +97,7 @@ def summary_table(result) -> str:
     lines.append(
         f"final: kNN top-1 {final['knn_top1']:.3f}, linear probe top-1 {final['linear_probe_top1']:.3f}, "
         f"effective rank {final['effective_rank']:.1f}, median std {final['median_std']:.3g} "
-        f"-> {final['verdict']}; {final['seconds']:.0f} s"
+        f"-> {final['verdict']}; {final['seconds']:.0f} s ({final.get('precision', 'fp32')})"
     )
     return "\n".join(lines)
 

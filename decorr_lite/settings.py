@@ -23,3 +23,31 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def native_bf16(device: str) -> bool:
+    """Whether ``device`` computes in bfloat16 natively: CUDA devices that support it, and CPUs
+    with AVX512-BF16 or AMX. Elsewhere bf16 is emulated in float32 and slower than float32."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device != "cpu":
+        return False
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check is not None and check() for check in checks)
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """The precision a run on ``device`` (a resolved device name) uses: ``"auto"`` picks bf16
+    autocast where the device computes bf16 natively and fp32 elsewhere; fp16 needs CUDA (its
+    narrow range needs a gradient scaler, and CPUs have no fast fp16 kernels)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise ValueError("precision='fp16' needs a CUDA device (fp16 autocast with a gradient scaler); "
+                         "on a CPU use 'bf16' (fast with native bf16) or 'fp32'")
+    return precision

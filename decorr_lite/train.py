@@ -42,7 +42,7 @@ from .losses._checks import check_exponent, check_method
 from .losses.vicreg import TERMS as VICREG_TERMS
 from .models import ENCODERS, build_model
 from .paths import cache_dir
-from .settings import quick_mode, resolve_device
+from .settings import PRECISIONS, quick_mode, resolve_device, resolve_precision
 
 LOSSES = ("vicreg", "barlow")
 TERMS = {"vicreg": VICREG_TERMS, "barlow": ("on_diagonal", "off_diagonal")}
@@ -63,11 +63,13 @@ def classroom_settings(quick: bool | None = None) -> dict:
     """
     if quick is None:
         quick = quick_mode()
+    # fp32 for now: the committed notebooks' runs and their lessons were measured in fp32; a
+    # recipe that spends the time bf16 saves is still to be tuned and measured
     if quick:
         return dict(encoder="small", width=16, dim=256, steps=60, train_subset=5000, eval_points=3,
-                    eval_bank=1000, eval_queries=500, final_bank=2000, final_queries=1000)
+                    eval_bank=1000, eval_queries=500, final_bank=2000, final_queries=1000, precision="fp32")
     return dict(encoder="small", width=16, dim=1024, steps=300, train_subset=None, eval_points=6,
-                eval_bank=2000, eval_queries=1000, final_bank=10000, final_queries=5000)
+                eval_bank=2000, eval_queries=1000, final_bank=10000, final_queries=5000, precision="fp32")
 
 
 def train_runs(runs: dict[str, dict], settings: dict) -> dict[str, TrainResult]:
@@ -141,6 +143,8 @@ class TrainConfig:
     data_root: str | None = None
     seed: int = 0
     device: str = "auto"
+    # "auto": bf16 autocast where the device computes bf16 natively, else fp32 (settings.py)
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         # sim_coeff=0 and sim_coeff=0.0 are the same run: store every float field as a float,
@@ -210,6 +214,8 @@ def _validate(c: TrainConfig) -> None:
             raise ValueError(f"knn_k={c.knn_k} needs a kNN bank of at least {c.knn_k} images; {name} gives {bank}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", c.device):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {c.device!r}")
+    if c.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {c.precision!r}")
 
 
 def _check_types(c: TrainConfig) -> None:
@@ -232,6 +238,7 @@ def check_runnable(config: TrainConfig, out: str | os.PathLike | None = None) ->
     """What can only be checked on this machine, before any data is read: the device exists, and
     ``out`` (if given) is a folder that can be written, or can be created."""
     device = resolve_device(config.device)
+    resolve_precision(config.precision, device)  # fp16 needs CUDA
     if device.startswith("cuda"):
         index = int(device.partition(":")[2] or 0)
         if not torch.cuda.is_available():
@@ -291,6 +298,8 @@ def run_key(config: TrainConfig, world_size: int = 1) -> str:
     """The cache key: a hash of every setting (and of the number of processes, when several
     train one run together: their augmentations and BatchNorm statistics differ)."""
     fields = {"format": RUN_FORMAT, **config.as_dict()}
+    # the precision a run actually uses ("auto" is bf16 on one machine and fp32 on another)
+    fields["precision"] = resolve_precision(config.precision, resolve_device(config.device))
     if world_size > 1:
         fields["world_size"] = world_size
     payload = json.dumps(fields, sort_keys=True)
@@ -457,8 +466,8 @@ def _lr_at(step: int, total: int, config: TrainConfig) -> float:
     return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-@torch.no_grad()
-def recalibrated(model, images: torch.Tensor, device: torch.device, batch_size: int = 500):
+@torch.inference_mode()
+def recalibrated(model, images: torch.Tensor, device: torch.device, batch_size: int = 500, precision: str = "fp32"):
     """A copy of ``model`` whose BatchNorm statistics are re-estimated on ``images``.
 
     Evaluation needs BatchNorm's running statistics, and during training they lag behind the
@@ -466,7 +475,8 @@ def recalibrated(model, images: torch.Tensor, device: torch.device, batch_size: 
     makes an untrained projector's eval-mode outputs tiny and every scale measurement
     meaningless. Re-estimating them exactly ("precise BN", Wu & Johnson 2021) on the same
     images at every evaluation point makes all points, step 0 included, comparable. The model
-    being trained is left untouched.
+    being trained is left untouched. ``precision``: the autocast of the forward passes (the
+    statistics themselves are kept in float32).
     """
     import copy
 
@@ -479,32 +489,38 @@ def recalibrated(model, images: torch.Tensor, device: torch.device, batch_size: 
     for start in range(0, images.shape[0], batch_size):
         chunk = images[start : start + batch_size]
         if chunk.shape[0] > 1:
-            model(normalize(chunk.to(device)))
+            with autocast(device, precision):
+                model(normalize(chunk.to(device)))
     return model.eval()
 
 
-@torch.no_grad()
-def embed(model, images: torch.Tensor, device: torch.device, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backbone features and projector embeddings of uint8 images, in eval mode, on the CPU."""
+@torch.inference_mode()
+def embed(model, images: torch.Tensor, device: torch.device, batch_size: int = 1000,
+          precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone features and projector embeddings (float32, on the CPU) of uint8 images, in
+    eval mode, the forward passes under the autocast of ``precision``."""
     was_training = model.training
     model.eval()
     features, embeddings = [], []
     for start in range(0, images.shape[0], batch_size):
         x = normalize(images[start : start + batch_size].to(device))
-        f = model.features(x)
-        features.append(f.cpu())
-        embeddings.append(model.projector(f).cpu())
+        with autocast(device, precision):
+            f = model.features(x)
+            z = model.projector(f)
+        features.append(f.float().cpu())
+        embeddings.append(z.float().cpu())
     model.train(was_training)
     return torch.cat(features), torch.cat(embeddings)
 
 
-def _evaluate(model, config, device, bank, queries, probe_views) -> tuple[dict, dict]:
-    """Scalars for the history and arrays (spectrum, std, matrices) at one evaluation point."""
+def _evaluate(model, config, device, bank, queries, probe_views, precision) -> tuple[dict, dict]:
+    """Scalars for the history and arrays (spectrum, std, matrices) at one evaluation point.
+    The forward passes run in the training's ``precision``; every measurement is float64."""
     bank_x, bank_y = bank
     query_x, query_y = queries
-    model = recalibrated(model, bank_x, device)
-    bank_f, _ = embed(model, bank_x, device)
-    query_f, query_z = embed(model, query_x, device)
+    model = recalibrated(model, bank_x, device, precision=precision)
+    bank_f, _ = embed(model, bank_x, device, precision=precision)
+    query_f, query_z = embed(model, query_x, device, precision=precision)
     report = diagnostics.collapse_report(query_z)
     scalars = {
         "knn_top1": diagnostics.knn_accuracy(bank_f, bank_y, query_f, query_y, k=config.knn_k),
@@ -515,7 +531,7 @@ def _evaluate(model, config, device, bank, queries, probe_views) -> tuple[dict, 
         "verdict": report.verdict,
     }
     # The probe batch: the same two augmented views of the same images at every evaluation.
-    with torch.no_grad():
+    with torch.inference_mode(), autocast(device, precision):
         z1, z2 = (model(v.to(device)).double().cpu() for v in probe_views)
     d, m = z1.shape[1], min(config.matrix_dims, z1.shape[1])
     zc = z1 - z1.mean(dim=0)
@@ -589,6 +605,7 @@ def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, r
 
     torch.manual_seed(config.seed)
     model = build_model(config.encoder, config.dim, config.hidden_dim, config.width).to(device)
+    model, as_input = prepare_model(model, config.encoder, device)
     forward = model
     if world > 1:
         # Every process starts from the same weights (same seed) and DDP keeps them equal. The
@@ -599,6 +616,11 @@ def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, r
         forward = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # Mixed precision: the model runs under autocast; its weights, BatchNorm statistics and the
+    # optimiser state stay float32, and the loss is computed on float32 embeddings. fp16 (CUDA
+    # only) scales the loss so that small gradients survive its narrow range.
+    precision = resolve_precision(config.precision, device.type)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     order_gen = torch.Generator().manual_seed(config.seed)
     perm_gen = torch.Generator().manual_seed(config.seed + 5)
 
@@ -617,7 +639,7 @@ def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, r
         if rank != 0:  # process 0 evaluates; the others wait for it at the next collective
             running.clear()
             return
-        scalars, arr = _evaluate(model, config, device, bank, queries, probe_views)
+        scalars, arr = _evaluate(model, config, device, bank, queries, probe_views, precision)
         entry = {"step": step, "epoch": step / per_epoch, "seconds": train_seconds}
         # the mean of each term over the steps since the previous evaluation point; at step 0
         # the terms of the first batch before any update (filled in after that step)
@@ -645,17 +667,8 @@ def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, r
         v1, v2 = augment(batch.to(device), seed=seed)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, total, config)
-        z1, z2 = forward(v1), forward(v2)
-        loss, terms = _loss_terms(config, z1, z2, _permutation(config, perm_gen, device), distributed=world > 1)
-        if not torch.isfinite(loss):
-            values = ", ".join(f"{name} {value:.4g}" for name, value in terms.items())
-            raise FloatingPointError(
-                f"the loss became {loss.item()} at step {step} (unweighted terms: {values}): training diverged; "
-                f"lower lr (now {config.lr})"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, terms = training_step(forward, optimizer, scaler, config, precision, as_input(v1), as_input(v2),
+                                    _permutation(config, perm_gen, device), world > 1, step)
         train_seconds += time.perf_counter() - t0
         peak_bytes = max(peak_bytes, peak_memory_since(device, baseline))
         running.setdefault("loss", []).append(loss.item())
@@ -672,12 +685,13 @@ def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, r
     if rank != 0:
         return TrainResult(config.as_dict(), [], {"steps": total, "train_seconds": train_seconds}, {})
 
-    final = _final_evaluation(model, config, device, train_x, train_y, test_x, test_y, pick)
+    final = _final_evaluation(model, config, device, train_x, train_y, test_x, test_y, pick, precision)
     final["seconds"] = time.perf_counter() - started
     final["train_seconds"] = train_seconds
     final["seconds_per_step"] = train_seconds / total if total else 0.0
     final["steps"] = total
     final["world_size"] = world
+    final["precision"] = precision
     # The largest growth of memory during one training step, above what was held before it (the
     # model, optimiser state and data): torch's allocator peak on CUDA; on the CPU the growth of
     # the resident set, a lower bound (memory the allocator reuses is not seen) in which the
@@ -688,12 +702,12 @@ def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, r
     return TrainResult(config.as_dict(), history, final, arrays, state_dict=state)
 
 
-def _final_evaluation(model, config, device, train_x, train_y, test_x, test_y, pick) -> dict:
+def _final_evaluation(model, config, device, train_x, train_y, test_x, test_y, pick, precision) -> dict:
     bank_x, bank_y = pick(train_x, train_y, config.final_bank, config.seed + 6)
     query_x, query_y = pick(test_x, test_y, config.final_queries, config.seed + 7)
-    model = recalibrated(model, pick(bank_x, bank_y, config.eval_bank, config.seed + 1)[0], device)
-    bank_f, _ = embed(model, bank_x, device)
-    query_f, query_z = embed(model, query_x, device)
+    model = recalibrated(model, pick(bank_x, bank_y, config.eval_bank, config.seed + 1)[0], device, precision=precision)
+    bank_f, _ = embed(model, bank_x, device, precision=precision)
+    query_f, query_z = embed(model, query_x, device, precision=precision)
     report = diagnostics.collapse_report(query_z)
     return {
         "knn_top1": diagnostics.knn_accuracy(bank_f, bank_y, query_f, query_y, k=config.knn_k),
@@ -708,6 +722,49 @@ def _final_evaluation(model, config, device, train_x, train_y, test_x, test_y, p
     }
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def training_step(forward, optimizer, scaler, config: TrainConfig, precision: str, v1, v2, permutation,
+                  distributed: bool = False, step: int = 0) -> tuple[torch.Tensor, dict]:
+    """One optimiser step on two views: the model under autocast, the loss on its float32
+    embeddings, the (fp16: scaled) backward pass. Returns the loss and every term's value."""
+    with autocast(v1.device, precision):
+        z1, z2 = forward(v1), forward(v2)
+    loss, terms = _loss_terms(config, z1.float(), z2.float(), permutation, distributed=distributed)
+    if not torch.isfinite(loss):
+        values = ", ".join(f"{name} {value:.4g}" for name, value in terms.items())
+        raise FloatingPointError(
+            f"the loss became {loss.item()} at step {step} (unweighted terms: {values}): training diverged; "
+            f"lower lr (now {config.lr})"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, terms
+
+
+# The memory format of the convolutions, per encoder and device type. channels_last is the NHWC
+# layout that oneDNN's and cuDNN's convolutions prefer. On a CPU it measured faster for both
+# encoders in fp32 and faster or equal in bf16 (benchmarks/train_throughput.py, docs/); on CUDA
+# it is NVIDIA's recommendation for mixed precision, not yet measured here.
+CHANNELS_LAST = {("small", "cpu"): True, ("resnet18", "cpu"): True, ("small", "cuda"): True, ("resnet18", "cuda"): True}
+
+
+def prepare_model(model, encoder: str, device: torch.device):
+    """The model in its fastest memory format for ``device``, and the function that lays out
+    its input images the same way."""
+    if CHANNELS_LAST.get((encoder, device.type), False):
+        return model.to(memory_format=torch.channels_last), lambda x: x.contiguous(memory_format=torch.channels_last)
+    return model, lambda x: x
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast region of a resolved precision ("fp32": none)."""
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(precision), enabled=precision != "fp32")
+
+
 def _permutation(config: TrainConfig, generator: torch.Generator, device) -> torch.Tensor | None:
     if config.method != "fft" or not config.permutation:
         return None
@@ -719,4 +776,5 @@ def _describe(config: TrainConfig) -> str:
         terms = f"inv {config.sim_coeff:g} var {config.std_coeff:g} cov {config.cov_coeff:g}"
     else:
         terms = f"on {config.on_diag_coeff:g} off {config.lambd:g}"
-    return f"{config.loss} ({terms}, {config.method})"
+    precision = resolve_precision(config.precision, resolve_device(config.device))
+    return f"{config.loss} ({terms}, {config.method}, {precision})"

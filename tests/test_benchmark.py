@@ -112,3 +112,32 @@ def test_fused_vs_modular_script_times_both_paths(tmp_path):
     assert all(len(r["times"]["fused"]) == len(r["times"]["modular"]) == 2 for r in rows)
     if sys.platform != "win32":  # page faults are counted where resource.getrusage exists
         assert all(r["median_faults"]["fused"] >= 0 and r["median_faults"]["modular"] >= 0 for r in rows)
+
+
+def test_train_throughput_script_times_every_variant(tmp_path):
+    out = tmp_path / "throughput.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--encoders", "small:4",
+           "--precisions", "fp32", "bf16", "--batch-size", "8", "--dim", "16", "--passes", "2", "--device", "cpu",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    variants = {(r["precision"], r["channels_last"]) for r in result["rows"]}
+    assert variants == {(p, c) for p in ("fp32", "bf16") for c in (False, True)}
+    assert all(len(r["times"]) == 2 and r["images_per_second"] > 0 for r in result["rows"])
+    base = next(r for r in result["rows"] if r["precision"] == "fp32" and not r["channels_last"])
+    assert base["speedup"] == 1.0 and "native_bf16" in result["machine"]
+    assert "channels_last" in proc.stdout and "images/s" in proc.stdout
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="compare_revisions.py reads a revision from git")
+def test_compare_revisions_script_times_both_versions(tmp_path):
+    out = tmp_path / "compare.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "compare_revisions.py"), "--base", "HEAD", "--n", "16",
+           "--dims", "16", "--passes", "2", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["loss"], r["method"]) for r in rows} == {(loss, m) for loss in ("vicreg", "barlow")
+                                                        for m in ("exact", "gram", "fft")}
+    assert all(r["base_ms"] > 0 and r["this_ms"] > 0 for r in rows)
