@@ -101,6 +101,16 @@ def _worker(rank, world, port, n, dims, out, repeats):
         dist.destroy_process_group()
 
 
+def _print_table(rows, dims, width, cell):
+    """One line per loss and method, one column per d, each cell written by ``cell(row)``."""
+    print(f"{'loss':>7} {'method':>10} " + " ".join(f"{'d=' + str(d):>{width}}" for d in dims))
+    for loss_name in ("vicreg", "barlow"):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            cells = [next(r for r in rows if r["loss"] == loss_name and r["method"] == method and r["d"] == d)
+                     for d in dims]
+            print(f"{loss_name:>7} {method:>10} " + " ".join(cell(c) for c in cells))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=256, help="rows per process")
@@ -119,21 +129,11 @@ def main(argv=None) -> int:
     rows = json.loads(out.read_text())
     print(f"bytes each process contributes to collectives per forward+backward, n = {args.n} per process, "
           f"{args.world} processes, float32")
-    print(f"{'loss':>7} {'method':>10} " + " ".join(f"{'d=' + str(d):>14}" for d in args.dims))
-    for loss_name in ("vicreg", "barlow"):
-        for method in dict.fromkeys(r["method"] for r in rows):
-            cells = [next(r for r in rows if r["loss"] == loss_name and r["method"] == method and r["d"] == d)
-                     for d in args.dims]
-            print(f"{loss_name:>7} {method:>10} " + " ".join(f"{c['bytes'] / 2**20:11.2f} MB" for c in cells))
+    _print_table(rows, args.dims, 14, lambda c: f"{c['bytes'] / 2**20:11.2f} MB")
     print(f"\nthe agreement check ({rows[0]['check_bytes']} bytes per process, one all-gather) against a whole "
           f"forward+backward pass, medians of {args.repeats}")
-    print(f"{'loss':>7} {'method':>10} " + " ".join(f"{'d=' + str(d):>24}" for d in args.dims))
-    for loss_name in ("vicreg", "barlow"):
-        for method in dict.fromkeys(r["method"] for r in rows):
-            cells = [next(r for r in rows if r["loss"] == loss_name and r["method"] == method and r["d"] == d)
-                     for d in args.dims]
-            print(f"{loss_name:>7} {method:>10} " + " ".join(
-                f"{c['check_ms']:6.3f} / {c['pass_ms']:7.1f} ms {100 * c['check_ms'] / c['pass_ms']:4.1f}%" for c in cells))
+    _print_table(rows, args.dims, 24, lambda c: f"{c['check_ms']:6.3f} / {c['pass_ms']:7.1f} ms "
+                                                f"{100 * c['check_ms'] / c['pass_ms']:4.1f}%")
     print(f"written to {out}")
     return 0
 

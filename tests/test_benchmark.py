@@ -141,3 +141,19 @@ def test_compare_revisions_script_times_both_versions(tmp_path):
     assert {(r["loss"], r["method"]) for r in rows} == {(loss, m) for loss in ("vicreg", "barlow")
                                                         for m in ("exact", "gram", "fft")}
     assert all(r["base_ms"] > 0 and r["this_ms"] > 0 for r in rows)
+
+
+def test_distributed_bytes_script_counts_every_case_and_the_agreement_check(tmp_path):
+    out = tmp_path / "bytes.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "distributed_bytes.py"), "--n", "8", "--dims", "256",
+           "--repeats", "1", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())
+    assert {(r["loss"], r["method"]) for r in rows} == {(loss, m) for loss in ("vicreg", "barlow")
+                                                        for m in ("exact", "gram", "fft", "fft b=128")}
+    # the agreement check is one all-gather of 16 int64 per process, on top of what each method sends
+    assert all(r["check_bytes"] == 128 and r["bytes"] > 128 and r["check_ms"] > 0 for r in rows)
+    gathered = next(r for r in rows if r["loss"] == "vicreg" and r["method"] == "exact")
+    assert gathered["bytes"] >= 2 * 8 * 256 * 4  # both views' rows
+    assert "the agreement check" in proc.stdout
