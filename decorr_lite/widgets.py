@@ -208,7 +208,8 @@ class TrainPanel:
     def config(self):
         from .train import TrainConfig
 
-        weights = {k: (self.defaults[k] if box.value else 0.0) for k, box in self.checkboxes.items()}
+        # a term that is on has the weight the settings give it (quick mode sets its own lambd), else its default
+        weights = {k: (self.settings.get(k, self.defaults[k]) if box.value else 0.0) for k, box in self.checkboxes.items()}
         return TrainConfig(**{**self.settings, "loss": self.loss, **weights})
 
     def _describe(self) -> str:

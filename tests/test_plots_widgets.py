@@ -205,3 +205,13 @@ def test_train_panel_step_slider_and_barlow_terms(tiny_settings):
 def test_train_panel_rejects_an_unknown_loss():
     with pytest.raises(ValueError, match="loss must be one of"):
         widgets.TrainPanel("simclr", draw=lambda r: None)
+
+
+def test_train_panel_uses_the_weights_its_settings_give(tiny_settings):
+    """A term switched on has the settings' weight (quick mode's lambd), so the panel's runs are
+    the notebook's runs; without one in the settings, the loss's default."""
+    panel = widgets.TrainPanel("barlow", draw=lambda result, at: None, settings={**tiny_settings, "lambd": 0.02})
+    assert panel.config().lambd == 0.02
+    panel.controls["lambd_on"].value = False
+    assert panel.config().lambd == 0.0
+    assert widgets.TrainPanel("barlow", draw=lambda result, at: None, settings=tiny_settings).config().lambd == 0.0051
