@@ -36,17 +36,13 @@ from decorr_lite.models import build_model  # noqa: E402
 
 def variant_step(encoder: str, width: int, precision: str, channels_last: bool, batch: int, dim: int, device):
     torch.manual_seed(0)
-    model = build_model(encoder, dim, None, width).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, as_input = train.prepare_model(build_model(encoder, dim, None, width).to(device), channels_last)
     model.train()
     config = train.TrainConfig(encoder=encoder, width=width, dim=dim, batch_size=batch, precision=precision)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     g = torch.Generator().manual_seed(1)
-    views = [torch.randn(batch, 3, 32, 32, generator=g).to(device) for _ in range(2)]
-    if channels_last:
-        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+    views = [as_input(torch.randn(batch, 3, 32, 32, generator=g).to(device)) for _ in range(2)]
     return lambda: train.training_step(model, optimizer, scaler, config, precision, *views, None)
 
 

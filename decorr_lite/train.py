@@ -605,7 +605,7 @@ def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, r
 
     torch.manual_seed(config.seed)
     model = build_model(config.encoder, config.dim, config.hidden_dim, config.width).to(device)
-    model, as_input = prepare_model(model, config.encoder, device)
+    model, as_input = prepare_model(model)
     forward = model
     if world > 1:
         # Every process starts from the same weights (same seed) and DDP keeps them equal. The
@@ -745,17 +745,13 @@ def training_step(forward, optimizer, scaler, config: TrainConfig, precision: st
     return loss, terms
 
 
-# The memory format of the convolutions, per encoder and device type. channels_last is the NHWC
-# layout that oneDNN's and cuDNN's convolutions prefer. On a CPU it measured faster for both
-# encoders in fp32 and faster or equal in bf16 (benchmarks/train_throughput.py, docs/); on CUDA
-# it is NVIDIA's recommendation for mixed precision, not yet measured here.
-CHANNELS_LAST = {("small", "cpu"): True, ("resnet18", "cpu"): True, ("small", "cuda"): True, ("resnet18", "cuda"): True}
-
-
-def prepare_model(model, encoder: str, device: torch.device):
-    """The model in its fastest memory format for ``device``, and the function that lays out
-    its input images the same way."""
-    if CHANNELS_LAST.get((encoder, device.type), False):
+def prepare_model(model, channels_last: bool = True):
+    """The model in its memory format, and the function that lays out its input images the same
+    way. channels_last is the NHWC layout that oneDNN's and cuDNN's convolutions prefer: on a CPU
+    it measured faster for both encoders in fp32 and faster or equal in bf16
+    (benchmarks/train_throughput.py, docs/training.md); on CUDA it is NVIDIA's recommendation for
+    mixed precision, not yet measured here."""
+    if channels_last:
         return model.to(memory_format=torch.channels_last), lambda x: x.contiguous(memory_format=torch.channels_last)
     return model, lambda x: x
 

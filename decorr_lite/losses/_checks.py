@@ -14,6 +14,8 @@ import numbers
 import torch
 from torch.autograd.function import once_differentiable
 
+from ._precision import is_transformed
+
 METHODS = ("exact", "gram", "fft")
 
 
@@ -188,8 +190,6 @@ FIRST_ORDER = (
 
 def check_not_transformed(z: torch.Tensor, what: str) -> None:
     """Reject inputs traced by torch.func, for paths written as custom autograd functions."""
-    from ._precision import is_transformed
-
     if is_transformed(z):
         raise NotImplementedError(f"{what} {FIRST_ORDER}")
 

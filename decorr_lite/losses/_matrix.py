@@ -22,6 +22,12 @@ def power_sum(x: torch.Tensor, exponent: float) -> torch.Tensor:
     return x.abs().pow(exponent).sum()
 
 
+def block_scale(value: float, d: int, block_size: int, like: torch.Tensor) -> torch.Tensor:
+    """(g, g) filled with ``value``: one normalisation for the sums of every pair of blocks."""
+    num_blocks = -(-d // block_size)
+    return torch.full((num_blocks, num_blocks), value, dtype=like.dtype, device=like.device)
+
+
 def block_power_sums(sums: torch.Tensor, exponent: float, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sums over shifts of |t|^q, t = scale * s, for the wrapped-diagonal sums s (g, g, b) of the
     relaxation and the (g, g) normalisation of each pair of blocks.

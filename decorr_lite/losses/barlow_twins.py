@@ -20,7 +20,7 @@ import torch
 
 from . import _distributed, _fused
 from ._checks import check_decorrelation_options, check_not_transformed, check_pair, check_positive
-from ._matrix import block_power_sums, power_sum
+from ._matrix import block_power_sums, block_scale, power_sum
 from ._matrix import off_diagonal as _off_diagonal
 from ._precision import full_precision, upcast
 from .circular import circular_blocks, permute_features
@@ -155,7 +155,7 @@ def _fused_terms(z1, z2, block_size, exponent, permutation) -> dict[str, torch.T
     """The fast single-process path of the relaxation (``_fused.py``)."""
     n, d = z1.shape
     c_diag, pairs, diagonal = _fused.RelaxedBarlowTwins.apply(
-        z1, z2, permutation, block_size, exponent, _fused.row_chunks(n, d, z1), _scale(n, d, block_size, z1)
+        z1, z2, permutation, block_size, exponent, _fused.row_chunks(n, d, z1), block_scale(1 / n, d, block_size, z1)
     )
     return {"on_diagonal": (1 - c_diag / n).pow(2).sum(), "off_diagonal": _penalty_from_power_sums(pairs, diagonal)}
 
@@ -188,13 +188,8 @@ def _relaxed_off_diagonal(
     sums = circular_blocks(a, b, block_size)
     if global_n is not None:
         sums, n = _distributed.all_reduce_sum(sums), global_n
-    return _penalty_from_power_sums(*block_power_sums(sums, exponent, _scale(n, a.shape[1], block_size, sums)))
-
-
-def _scale(n: int, d: int, block_size: int, like: torch.Tensor) -> torch.Tensor:
-    """(g, g): the sums of every pair of blocks are normalised by 1 / n, as the entries of C."""
-    num_blocks = -(-d // block_size)
-    return torch.full((num_blocks, num_blocks), 1 / n, dtype=like.dtype, device=like.device)
+    # the sums of every pair of blocks are normalised by 1 / n, as the entries of C
+    return _penalty_from_power_sums(*block_power_sums(sums, exponent, block_scale(1 / n, a.shape[1], block_size, sums)))
 
 
 def _penalty_from_power_sums(pairs: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:

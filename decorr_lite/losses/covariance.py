@@ -23,7 +23,7 @@ import torch
 
 from ._checks import check_decorrelation_options, check_embeddings, check_not_transformed
 from ._distributed import all_reduce_sum
-from ._matrix import block_power_sums, off_diagonal, power_sum
+from ._matrix import block_power_sums, block_scale, off_diagonal, power_sum
 from ._precision import full_precision, upcast
 from .circular import circular_blocks, permute_features
 
@@ -70,9 +70,9 @@ def _relaxed_penalty(
 def relaxed_scale(n: int, d: int, block_size: int, like: torch.Tensor) -> torch.Tensor:
     """(g, g): 1 / ((n - 1) * size(u, v)), the authors' normalisation t = scale * s of the sums of
     pair (u, v); a pair that involves the zero-padded last block has that block's true size."""
-    num_blocks = -(-d // block_size)
     if d % block_size == 0:  # every block full: one value
-        return torch.full((num_blocks, num_blocks), 1 / ((n - 1) * block_size), dtype=like.dtype, device=like.device)
+        return block_scale(1 / ((n - 1) * block_size), d, block_size, like)
+    num_blocks = -(-d // block_size)
     sizes = torch.full((num_blocks,), float(block_size), dtype=like.dtype, device=like.device)
     sizes[-1] = d - (num_blocks - 1) * block_size
     return 1 / ((n - 1) * torch.minimum(sizes[:, None], sizes[None, :]))

@@ -9,8 +9,6 @@ are the paper's. This is the official implementation's formula term for term.
 
 from __future__ import annotations
 
-import functools
-import operator
 from collections.abc import Iterable
 
 import torch
@@ -76,8 +74,8 @@ def vicreg_loss(
     )
     if not terms:  # every weight 0
         return z1.new_zeros((), dtype=upcast(z1).dtype)
-    weighted = [weights[name] * value for name, value in terms.items()]
-    return functools.reduce(operator.add, weighted)
+    first, *rest = (weights[name] * value for name, value in terms.items())
+    return sum(rest, start=first)
 
 
 def vicreg_terms(
