@@ -157,3 +157,27 @@ def test_distributed_bytes_script_counts_every_case_and_the_agreement_check(tmp_
     gathered = next(r for r in rows if r["loss"] == "vicreg" and r["method"] == "exact")
     assert gathered["bytes"] >= 2 * 8 * 256 * 4  # both views' rows
     assert "the agreement check" in proc.stdout
+
+
+def test_classroom_run_script_times_each_stage(tiny_cifar, tmp_path, monkeypatch, capsys):
+    """In this process, on the tiny copy (the classroom settings shrunk to it); the functions it
+    times are the library's own again afterwards."""
+    import importlib.util
+
+    from decorr_lite import train
+
+    spec = importlib.util.spec_from_file_location("classroom_run", ROOT / "benchmarks" / "classroom_run.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    tiny = dict(data_root=str(tiny_cifar), train_subset=None, dim=8, width=4, batch_size=20, steps=2, eval_points=1,
+                eval_bank=30, eval_queries=20, final_bank=60, probe_batch=20, matrix_dims=8, knn_k=5)
+    monkeypatch.setattr(train, "classroom_settings", lambda quick=None: dict(tiny))
+    before = train.training_step
+    out = tmp_path / "run.json"
+    assert script.main(["--precision", "fp32", "--set", '{"lr": 0.001}', "--out", str(out)]) == 0
+    assert train.training_step is before
+    result = json.loads(out.read_text())
+    assert result["settings"]["lr"] == 0.001 and result["final"]["precision"] == "fp32"
+    assert result["stages"]["training steps (forward, loss, backward, AdamW)"] > 0
+    assert 0 < sum(v for k, v in result["stages"].items() if not k.startswith(" ")) <= result["seconds"]
+    assert "final evaluation" in capsys.readouterr().out
