@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test bench notebooks clean
+.PHONY: lab test bench bank notebooks clean
 
 # Re-install when the dependency list changes. torch is installed first and pinned:
 # an unpinned torch would pull the newest CUDA build (several GB) on machines without a GPU.
@@ -27,6 +27,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/loss_scaling.py
+
+# Train every run the notebooks show (full mode, about 20 minutes on 2 cores) into the run bank
+# that ships with the package; needs CIFAR-10 (DECORR_DATA). `make bank ONLY=name` rebuilds one.
+bank: $(STAMP)
+	$(BIN)/python -m decorr_lite bank $(if $(ONLY),--only $(ONLY),)
 
 # Re-execute the notebooks in full mode, as committed (figures worth showing a class; slow),
 # then strip the widget state, so the committed notebooks stay small and diff-able.

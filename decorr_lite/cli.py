@@ -1,4 +1,5 @@
-"""Command line: ``python -m decorr_lite train [flags]``; ``--help`` documents every flag.
+"""Command line: ``python -m decorr_lite train [flags]`` and ``python -m decorr_lite bank``; ``--help``
+documents every flag.
 
 Each flag is a field of ``decorr_lite.train.TrainConfig`` (underscores become dashes), so the
 command line, the Python API and the cache key always agree.
@@ -80,7 +81,46 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-cache", action="store_true",
                        help="train even if this configuration is cached, and replace the cached run")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--no-bank", action="store_true",
+                       help="train even if the run bank shipped with the package holds this run")
+    bank = commands.add_parser(
+        "bank",
+        help="build or check the run bank (every run the notebooks show)",
+        description="Train, in full mode with the classroom settings, every run the notebooks show or a "
+        "widget can select, and write them (metrics and float32 arrays, no weights) into the package's "
+        "bank folder ($DECORR_BANK to write elsewhere). Needs CIFAR-10 ($DECORR_DATA).",
+    )
+    bank.add_argument("--only", action="append", metavar="NAME", help="rebuild this entry only (repeatable)")
+    bank.add_argument("--check", action="store_true", help="verify the bank against the current code; train nothing")
+    bank.add_argument("--list", action="store_true", help="list the entries and their configurations")
+    bank.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def bank_main(args: dict) -> int:
+    from . import bank
+
+    if args["list"]:
+        for name, fields in bank.bank_runs().items():
+            print(f"{name:32s} {json.dumps(fields)}")
+        return 0
+    if args["check"]:
+        problems = bank.check()
+        for line in problems:
+            print(line)
+        print(f"{len(bank.bank_runs())} entries, {len(problems)} problem(s), {bank.size_bytes() / 2**20:.1f} MB in "
+              f"{bank.bank_dir()}")
+        return 1 if problems else 0
+    try:
+        names = args["only"]
+        for name in names or []:
+            bank.bank_config(name)
+    except KeyError as err:
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        return 2
+    seconds = bank.build(names, progress=not args["quiet"])
+    print(f"{len(seconds)} entries in {sum(seconds.values()):.0f} s; the bank is {bank.size_bytes() / 2**20:.1f} MB")
+    return 0
 
 
 def summary_table(result) -> str:
@@ -104,8 +144,9 @@ def summary_table(result) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(_parser().parse_args(argv))
-    args.pop("command")
-    out, no_cache, quiet = args.pop("out"), args.pop("no_cache"), args.pop("quiet")
+    if args.pop("command") == "bank":
+        return bank_main(args)
+    out, no_cache, quiet, no_bank = args.pop("out"), args.pop("no_cache"), args.pop("quiet"), args.pop("no_bank")
     if args["train_subset"] == 0:
         args["train_subset"] = None
     try:  # every setting, the device and --out are checked before any data is read
@@ -114,12 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    result = train_ssl(config, retrain=no_cache, out=out, progress=not quiet)
+    result = train_ssl(config, retrain=no_cache, use_bank=not no_bank, out=out, progress=not quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, process 0 reports and saves
         return 0
     print(summary_table(result))
     if result.path is not None:
         print(f"written to {result.path}" + (" (from the cache)" if result.from_cache else ""))
+    elif result.from_bank:
+        print("from the run bank shipped with the package (--no-bank to train it here)")
     return 0
 
 

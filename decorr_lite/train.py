@@ -46,20 +46,26 @@ from .settings import PRECISIONS, quick_mode, resolve_device, resolve_precision
 
 LOSSES = ("vicreg", "barlow")
 TERMS = {"vicreg": VICREG_TERMS, "barlow": ("on_diagonal", "off_diagonal")}
+# each term's weight: the TrainConfig field that scales it (0 switches the term off)
+WEIGHTS = {
+    "vicreg": {"invariance": "sim_coeff", "variance": "std_coeff", "covariance": "cov_coeff"},
+    "barlow": {"on_diagonal": "on_diag_coeff", "off_diagonal": "lambd"},
+}
 # Part of every cache key: bump it when a change to this file changes the numbers of a run.
 RUN_FORMAT = 4  # 4: the relaxed sums are normalised before the power (rounding-level changes)
 
 
-def classroom_settings(quick: bool | None = None) -> dict:
+def classroom_settings(quick: bool = False) -> dict:
     """The ``TrainConfig`` fields that the CIFAR-10 notebooks (02, 03, 06) share, so that a run
-    trained by one notebook is a cache hit for the next.
+    trained by one notebook is a cache hit for the next, and the run bank (``decorr_lite.bank``)
+    holds every run they show, trained with these settings in full mode.
 
     Full mode: the width-16 ``SmallConvNet`` (128 features; 3x faster than width 32, so it
     affords more steps), d = 1024, 300 steps of 256 image pairs drawn from all 50,000 training
-    images, 6 evaluation points. Quick mode (``DECORR_QUICK=1``, CI): d = 256, 60 steps on a
-    balanced 5,000-image subset and small evaluation sets. Both train in the default precision
-    (``auto``: bf16 where the CPU or GPU has it natively). How long a run takes, and what it
-    reaches: docs/training.md. ``quick=None`` reads the environment.
+    images, 6 evaluation points. ``quick=True`` (``quick=None``: when ``DECORR_QUICK=1``): d = 256,
+    60 steps on a balanced 5,000-image subset and small evaluation sets, for tests that must
+    train. Both train in the default precision (``auto``: bf16 where the CPU or GPU has it
+    natively). How long a run takes, and what it reaches: docs/training.md.
     """
     if quick is None:
         quick = quick_mode()
@@ -80,9 +86,16 @@ def train_runs(runs: dict[str, dict], settings: dict) -> dict[str, TrainResult]:
     width = max(map(len, runs), default=0)
     for label, fields in runs.items():
         run = results[label] = train_ssl(**{**settings, **fields}, progress=False)
-        cached = " (loaded from the cache)" if run.from_cache else ""
-        print(f"{label:{width}s}  {run.final['seconds']:4.0f} s to train and evaluate{cached}")
+        print(f"{label:{width}s}  {run.final['seconds']:4.0f} s to train and evaluate{_origin(run)}")
     return results
+
+
+def _origin(run: "TrainResult") -> str:
+    """Where a run came from, for the line a notebook prints about it."""
+    if run.from_bank:
+        p = run.final.get("provenance", {})
+        return f" (from the run bank: trained {p.get('date', '')[:10]} on {p.get('data', {}).get('name', 'CIFAR-10')}, {run.final.get('precision', '')})"
+    return " (loaded from the cache)" if run.from_cache else ""
 
 
 def summary_table(runs: dict) -> str:
@@ -274,8 +287,9 @@ class TrainResult:
     final: dict
     arrays: dict[str, np.ndarray] = field(repr=False)
     path: Path | None = None
-    from_cache: bool = False
+    from_cache: bool = False  # loaded, from the user's run cache or from the run bank
     state_dict: dict | None = field(default=None, repr=False)  # set for a run trained now
+    from_bank: bool = False  # shipped with the package (decorr_lite.bank): metrics and arrays, no weights
 
     @property
     def metrics(self) -> dict:
@@ -287,6 +301,9 @@ class TrainResult:
 
     def load_model(self, map_location="cpu"):
         """The trained model (encoder + projector), rebuilt and loaded from the run folder."""
+        if self.from_bank:
+            raise ValueError("a run from the run bank has no model weights (the bank ships metrics and arrays "
+                             "only): train it here with train_ssl(..., use_bank=False)")
         if self.path is None:
             raise ValueError("this run was not saved (cache=False and no out=)")
         model = build_model(self.config["encoder"], self.config["dim"], self.config["hidden_dim"], self.config["width"])
@@ -294,12 +311,17 @@ class TrainResult:
         return model.eval()
 
 
-def run_key(config: TrainConfig, world_size: int = 1) -> str:
-    """The cache key: a hash of every setting (and of the number of processes, when several
-    train one run together: their augmentations and BatchNorm statistics differ)."""
-    fields = {"format": RUN_FORMAT, **config.as_dict()}
-    # the precision a run actually uses ("auto" is bf16 on one machine and fp32 on another)
-    fields["precision"] = resolve_precision(config.precision, resolve_device(config.device))
+def run_key(config: TrainConfig, world_size: int = 1, *, portable: bool = False) -> str:
+    """The cache key: a hash of every setting that changes what a run computes (and of the
+    number of processes, when several train one run together: their augmentations and BatchNorm
+    statistics differ). Where the data lives is not part of it (a copy's content is checked
+    when it loads). ``portable``: the run bank's key, which also leaves out the device and the
+    precision, so that every machine finds the bank's runs (each entry records its own)."""
+    fields = {"format": RUN_FORMAT, **config.as_dict(), "data_root": None}
+    if portable:
+        fields["device"] = fields["precision"] = None
+    else:  # the precision a run actually uses ("auto" is bf16 on one machine and fp32 on another)
+        fields["precision"] = resolve_precision(config.precision, resolve_device(config.device))
     if world_size > 1:
         fields["world_size"] = world_size
     payload = json.dumps(fields, sort_keys=True)
@@ -311,18 +333,26 @@ def train_ssl(
     *,
     cache: bool = True,
     retrain: bool = False,
+    use_bank: bool = True,
     out: str | os.PathLike | None = None,
     progress: bool = True,
     callback: Callable[[int, int], None] | None = None,
     **settings,
 ) -> TrainResult:
-    """Train (or load from the cache) one self-supervised run.
+    """Train (or load) one self-supervised run.
+
+    A run is looked up first in the user's run cache, then in the run bank shipped with the
+    package (``decorr_lite.bank``: every run the notebooks show), and trained only if neither
+    has it.
 
     Args:
         config: a ``TrainConfig``; or pass its fields as keyword arguments (``settings``).
         cache: read and write ``$DECORR_CACHE/runs/<key>``. An entry that does not load
             completely (a damaged file) is trained again and replaced.
-        retrain: train even if the run is cached, and replace the cache entry.
+        retrain: train even if the run is cached or in the bank, and replace the cache entry.
+        use_bank: serve the run from the bank when it holds it (trained elsewhere, with the data,
+            device and precision its ``final["provenance"]`` records). The bank answers a
+            request for ``precision="auto"`` or for the precision it was trained in.
         out: also write ``metrics.json``, ``arrays.npz`` and ``model.pt`` to this folder
             (checked before training: it must be a folder that can be written or created).
         progress: tqdm progress bars (widgets in JupyterLab); False for silence.
@@ -346,6 +376,11 @@ def train_ssl(
             )
         run_dir = cache_dir() / "runs" / run_key(config, world)
         result = _load(run_dir) if cache and not retrain else None
+        # the bank has no model weights, which out= writes; and no run of several processes
+        if result is None and use_bank and not retrain and out is None and world == 1:
+            from . import bank
+
+            result = bank.lookup(config)
         if result is None:
             result = _train(config, progress and rank == 0, callback, world, rank)
             if rank != 0:  # the other processes helped train; process 0 evaluates and saves
@@ -367,11 +402,16 @@ def train_ssl(
     return result
 
 
-def cached_run(config: TrainConfig | None = None, **settings) -> TrainResult | None:
-    """The run of this configuration from the cache, or None if it was never trained (or its
-    cache entry is damaged)."""
+def cached_run(config: TrainConfig | None = None, *, use_bank: bool = True, **settings) -> TrainResult | None:
+    """The run of this configuration from the user's run cache, else from the run bank, or None
+    if neither has it (a damaged cache entry counts as missing)."""
+    from . import bank
+
     config = TrainConfig(**settings) if config is None else dataclasses.replace(config, **settings)
-    return _load(cache_dir() / "runs" / run_key(config))
+    found = _load(cache_dir() / "runs" / run_key(config))
+    if found is None and use_bank:
+        found = bank.lookup(config)
+    return found
 
 
 RUN_FILES = ("metrics.json", "arrays.npz", "model.pt")
@@ -433,14 +473,13 @@ def _loss_terms(config: TrainConfig, z1: torch.Tensor, z2: torch.Tensor, permuta
                 distributed: bool = False) -> tuple[torch.Tensor, dict]:
     """The weighted loss (with gradient through active terms) and every term's value; with
     ``distributed``, of the global batch over every process (``gather_distributed``)."""
+    weights = {term: getattr(config, name) for term, name in WEIGHTS[config.loss].items()}
     if config.loss == "vicreg":
-        weights = {"invariance": config.sim_coeff, "variance": config.std_coeff, "covariance": config.cov_coeff}
         compute = lambda terms: vicreg_terms(  # noqa: E731
             z1, z2, terms=terms, method=config.method, block_size=config.block_size,
             exponent=config.exponent, permutation=permutation, check_finite=False, gather_distributed=distributed,
         )
     else:
-        weights = {"on_diagonal": config.on_diag_coeff, "off_diagonal": config.lambd}
         compute = lambda terms: barlow_twins_terms(  # noqa: E731
             z1, z2, off_diagonal="off_diagonal" in terms, method=config.method,
             block_size=config.block_size, exponent=config.exponent, permutation=permutation, check_finite=False,
@@ -697,6 +736,7 @@ def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, r
     # the resident set, a lower bound (memory the allocator reuses is not seen) in which the
     # d x d matrices of the exact loss at large d stand out.
     final["peak_step_memory_mb"] = peak_bytes / 2**20
+    final["provenance"] = provenance(config, device, precision)
     arrays.update({k: np.stack(v) for k, v in collected.items()})
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     return TrainResult(config.as_dict(), history, final, arrays, state_dict=state)
@@ -722,6 +762,58 @@ def _final_evaluation(model, config, device, train_x, train_y, test_x, test_y, p
     }
 
 
+def provenance(config: TrainConfig, device: torch.device, precision: str) -> dict:
+    """What produced a run: the code, the data, the software and the machine."""
+    import datetime
+    import platform
+
+    from . import __version__
+
+    if device.type == "cuda":
+        machine = torch.cuda.get_device_name(device)
+    else:
+        machine = _cpu_name()
+    return {
+        "code_version": _code_version(__version__),
+        "run_format": RUN_FORMAT,
+        "data": cifar10.describe_source(config.data_root),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device.type,
+        "machine": machine,
+        "threads": torch.get_num_threads(),
+        "precision": precision,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _code_version(version: str) -> str:
+    """The package version, and in a git checkout its commit (``+dirty`` with local changes)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return version
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+{commit}" if commit else version
+
+
+def _cpu_name() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -738,10 +830,11 @@ def training_step(forward, optimizer, scaler, config: TrainConfig, precision: st
             f"the loss became {loss.item()} at step {step} (unweighted terms: {values}): training diverged; "
             f"lower lr (now {config.lr})"
         )
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
+    if loss.requires_grad:  # with every term off there is nothing to learn: the model stays as it is
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return loss, terms
 
 

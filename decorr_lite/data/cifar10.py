@@ -213,6 +213,21 @@ def _download_or_explain(directory: Path, download: bool, progress: bool) -> Sou
     return Source("official-archive", dest)
 
 
+def describe_source(root: str | os.PathLike | None = None) -> dict:
+    """Which copy of CIFAR-10 ``root`` (default ``$DECORR_DATA``, else ``data/``) holds, for a
+    run's record: its kind, its file or folder name, and a checksum of its content (sha256 of an
+    archive; for a folder, of its batch files' md5s or of its image listing). No path: where the
+    data lives is the reader's business, what it is is the run's."""
+    source = find_source(data_dir(root))
+    if source is None:
+        return {"kind": None, "name": None, "checksum": None}
+    if source.kind in ("official-archive", "image-archive"):
+        checksum = "sha256:" + file_digest(source.path, "sha256")
+    else:
+        checksum = "listing:" + _source_key(source, "train")[:32]
+    return {"kind": source.kind, "name": source.path.name, "checksum": checksum}
+
+
 # --------------------------------------------------------------------------- decoding + cache
 
 
