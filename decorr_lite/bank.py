@@ -192,7 +192,7 @@ def build(names: list[str] | None = None, *, folder: Path | None = None, progres
         run = train_ssl(bank_config(name), cache=False, use_bank=False, progress=progress)
         save_entry(name, run, folder)
         seconds[name] = time.perf_counter() - started
-        print(f"{name:32s} {seconds[name]:5.1f} s  kNN {run.final['knn_top1']:.3f}  {run.final['verdict']}", flush=True)
+        print(f"{name:44s} {seconds[name]:5.1f} s  kNN {run.final['knn_top1']:.3f}  {run.final['verdict']}", flush=True)
     return seconds
 
 

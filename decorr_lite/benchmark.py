@@ -11,6 +11,7 @@ still-mapped memory from hiding the next case's peak. On CUDA it is torch's own
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -260,10 +261,85 @@ def fit_slope(x, y) -> float:
     return float(np.polyfit(lx, ly, 1)[0])
 
 
-if __name__ == "__main__":  # the worker process of measure_isolated and measure_pair_isolated
+
+
+def strict() -> bool:
+    """Whether a failed hardware-dependent claim is an error: under ``DECORR_STRICT=1`` (the
+    test suite sets it, so a real regression fails CI); in a student's notebook it is a warning."""
+    return os.environ.get("DECORR_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def expect(ok: bool, claim: str, measured: str) -> bool:
+    """Check a claim that depends on the machine (a fitted slope, a ratio of times).
+
+    A slower or busy machine can measure something else than the committed figures without
+    anything being wrong with the code, so outside the test suite a failed claim does not stop
+    the notebook: it prints what was expected, what this machine measured and what that means,
+    and returns False. Under ``DECORR_STRICT=1`` it raises an ``AssertionError`` with the same
+    words.
+    """
+    if ok:
+        return True
+    message = (f"expected {claim}; this machine measured {measured}. Timings depend on the machine and on what "
+               "else runs on it: a busy or different machine can measure this without anything being wrong. "
+               "Run the cell again when the machine is idle, or compare with the figures committed with the notebook.")
+    if strict():
+        raise AssertionError(message)
+    print("Note: " + message)
+    return False
+
+
+def retimed(cases: list[Case], passes: int, good, retries: int = 1) -> list[dict]:
+    """``time_alternated(cases, passes)``, timed again (up to ``retries`` more times, keeping
+    every pass) while ``good(results)`` is False: one noisy spell should not decide a claim."""
+    results = time_alternated(cases, passes)
+    for _ in range(retries):
+        if good(results):
+            break
+        again = time_alternated(cases, passes)
+        for r, more in zip(results, again):
+            r["times"] = r["times"] + more["times"]
+            r["seconds"] = statistics.median(r["times"])
+    return results
+
+
+def peak_memory(cases: list[Case], timeout: float = 900.0) -> list[int]:
+    """The peak memory of one pass of each case above its inputs, in bytes: all cases in one fresh
+    worker process (one start instead of one per case), each after a warm-up pass.
+
+    On the CPU the worker runs with a fixed malloc mmap threshold (``MALLOC_MMAP_THRESHOLD_``), so
+    that every large buffer is mapped when allocated and returned to the system when freed: then
+    the resident set's high-water mark, reset before each pass, sees each case's own buffers and
+    not memory an earlier case left mapped. The warm-up leaves out one-time set-up (library and
+    thread-pool initialisation, FFT plans), which ``measure_isolated``'s first pass includes, so
+    its figures are the steady cost of a training step and somewhat lower. On CUDA: torch's
+    allocator peak, in this process.
+    """
+    if cases and cases[0].device.startswith("cuda"):
+        return [_steady_peak(case) for case in cases]
+    payload = json.dumps({"memory": [asdict(c) for c in cases]})
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+    proc = subprocess.run([sys.executable, "-m", "decorr_lite.benchmark", payload], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory worker failed:\n{proc.stderr.strip()}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _steady_peak(case: Case) -> int:
+    step = _forward_backward(case)
+    step()  # warm-up
+    baseline = start_peak_memory(case.device)
+    step()
+    return peak_memory_since(case.device, baseline)
+
+
+if __name__ == "__main__":  # the worker process of measure_isolated, measure_pair_isolated and peak_memory
     request = json.loads(sys.argv[1])
     if "pair" in request:
         result = measure_pair(*(Case(**c) for c in request["pair"]), pairs=request["pairs"])
+    elif "memory" in request:
+        result = [_steady_peak(Case(**c)) for c in request["memory"]]
     else:
         result = measure(Case(**request["case"]), request["repeats"], request["max_seconds"], request["min_seconds"])
     print(json.dumps(result))

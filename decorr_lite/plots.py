@@ -25,10 +25,42 @@ def _np(x) -> np.ndarray:
 
 
 def new_axes(ncols: int = 1, nrows: int = 1, size: float = 3.4, **kwargs):
-    import matplotlib.pyplot as plt
+    """A figure and its axes (flat). In the main thread through pyplot, so that a notebook shows
+    it at the end of the cell; in any other thread (a widget's background run) as a bare
+    ``Figure``, because pyplot's registry of figures is not thread-safe."""
+    import threading
 
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols * 1.15, size * nrows), squeeze=False, **kwargs)
+    figsize = (size * ncols * 1.15, size * nrows)
+    if threading.current_thread() is threading.main_thread():
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, **kwargs)
+    else:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)
     return fig, axes.ravel()
+
+
+def png_base64(fig, dpi: int = 100) -> str:
+    """The figure as a base64-encoded PNG (what a notebook's image output holds)."""
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def close(fig) -> None:
+    """Close a pyplot figure (a bare ``Figure`` needs nothing), so that it is not shown again."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
 
 
 def embedding_cloud(ax, z1, z2=None, *, title: str = "embeddings (2 leading PCs of view 1)", max_points: int = 400):

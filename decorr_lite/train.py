@@ -838,6 +838,37 @@ def training_step(forward, optimizer, scaler, config: TrainConfig, precision: st
     return loss, terms
 
 
+def step_cost(config: TrainConfig, steps: int = 4, seed: int = 0) -> dict:
+    """What one training step of ``config`` costs on this machine: the median seconds of
+    ``steps`` steps (after one warm-up) and the largest growth of memory in a step (as
+    ``train_ssl`` measures it), on random views, since the cost does not depend on what the
+    images show. Needs no dataset, so notebooks can time d = 8192 anywhere."""
+    import statistics
+
+    device = torch.device(resolve_device(config.device))
+    precision = resolve_precision(config.precision, device.type)
+    torch.manual_seed(seed)
+    model, as_input = prepare_model(build_model(config.encoder, config.dim, config.hidden_dim, config.width).to(device))
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    g = torch.Generator().manual_seed(seed)
+    perm_gen = torch.Generator().manual_seed(seed + 5)
+    views = [as_input(torch.randn(config.batch_size, 3, 32, 32, generator=g).to(device)) for _ in range(2)]
+    seconds, peak = [], 0
+    for step in range(steps + 1):
+        baseline = start_peak_memory(device)
+        t0 = time.perf_counter()
+        training_step(model, optimizer, scaler, config, precision, *views, _permutation(config, perm_gen, device))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if step:  # the first step warms up (allocations, kernel selection)
+            seconds.append(time.perf_counter() - t0)
+        peak = max(peak, peak_memory_since(device, baseline))
+    return {"seconds_per_step": statistics.median(seconds), "peak_step_memory_mb": peak / 2**20,
+            "precision": precision}
+
+
 def prepare_model(model, channels_last: bool = True):
     """The model in its memory format, and the function that lays out its input images the same
     way. channels_last is the NHWC layout that oneDNN's and cuDNN's convolutions prefer: on a CPU

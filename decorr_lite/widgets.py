@@ -25,15 +25,13 @@ BARLOW_TERMS = {"on_diag_coeff": ("on-diagonal", 1.0), "lambd": ("off-diagonal",
 
 
 def _show(output, fig) -> None:
-    """Replace what ``output`` shows by ``fig``, then close the figure: it lives on as the
-    image in the output, and an open figure would be drawn a second time below the cell."""
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    with output:
-        output.clear_output(wait=True)
-        display(fig)
-    plt.close(fig)
+    """Replace what ``output`` shows by ``fig`` as a PNG, then close the figure: it lives on as
+    the image in the output, and an open figure would be drawn a second time below the cell.
+    The output's contents are set directly, not captured with ``with output:``, which works only
+    from the kernel's main thread: a panel's background training draws from its own thread."""
+    output.outputs = ({"output_type": "display_data", "metadata": {},
+                       "data": {"image/png": plots.png_base64(fig), "text/plain": repr(fig)}},)
+    plots.close(fig)
 
 
 class TermPanel:
@@ -153,21 +151,33 @@ class BlockSizePanel:
         _show(self.output, fig)
 
 
-class TrainPanel:
-    """Switch the terms of a CIFAR-10 run on and off, train it with a button, see its figure.
+class TrainingCancelled(Exception):
+    """Raised inside a panel's training run when its Cancel button is pressed."""
 
-    A checkbox per term (a term that is off gets weight 0; one that is on its default weight),
-    a "Train" button with a progress bar, and ``draw(result)`` (or ``draw(result, at)`` with a
-    slider over the recorded evaluation steps, ``step_slider=True``) below. A run already
-    trained, in this session or an earlier one (the run cache), is drawn as soon as its terms
-    are chosen, so toggling back is instant; a new combination waits for the button, because
-    training takes a while on a CPU.
+
+class TrainPanel:
+    """Choose a CIFAR-10 run: each term on or off and its weight, and the embedding width d;
+    see its figure, and train a setting that nobody has trained yet in the background.
+
+    A checkbox and a log-scale weight slider per term (a term that is off gets weight 0; the
+    slider applies on release), a choice of d, a "Train" and a "Cancel" button with a progress
+    bar, and ``draw(result)`` (or ``draw(result, at)`` with a slider over the recorded
+    evaluation steps, ``step_slider=True``) below. A setting held by the user's run cache or by
+    the run bank (every checkbox combination at the default weights and d) is drawn as soon as it
+    is chosen. Any other setting waits for "Train", which trains it in a background thread: the
+    kernel stays free for other cells, the progress bar advances, "Cancel" stops the run (nothing
+    is cached), an error is shown in the panel, and the figure is drawn when the run ends. One
+    run trains at a time per panel; ``panel.join()`` waits for it (scripts and tests).
 
     ``settings`` are the ``TrainConfig`` fields shared by every run of the panel (budget, d, ...).
     """
 
+    DIMS = (256, 512, 1024, 2048)
+
     def __init__(self, loss: str = "vicreg", *, draw: Callable[..., Any], settings: dict | None = None,
                  step_slider: bool = False) -> None:
+        import threading
+
         import ipywidgets as W
 
         from .train import LOSSES
@@ -176,48 +186,81 @@ class TrainPanel:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         self.loss, self.draw, self.settings = loss, draw, dict(settings or {})
         terms = VICREG_TERMS if loss == "vicreg" else BARLOW_TERMS
-        self.defaults = {k: default for k, (_, default) in terms.items()}
+        # a term's weight when on: the settings' (quick mode sets its own lambd), else the loss's default
+        self.defaults = {k: float(self.settings.get(k, default)) for k, (_, default) in terms.items()}
         self.checkboxes = {k: W.Checkbox(value=True, description=label, indent=False) for k, (label, _) in terms.items()}
+        self.sliders = {
+            k: W.FloatLogSlider(value=default, base=10, min=math.log10(default) - 2, max=math.log10(default) + 1,
+                                step=0.1, description="weight", continuous_update=False, readout_format=".3g",
+                                layout=W.Layout(width="300px"))
+            for k, default in self.defaults.items()
+        }
+        dim = int(self.settings.get("dim", 1024))
+        self.dim = W.Dropdown(options=sorted({*self.DIMS, dim}), value=dim, description="d",
+                              layout=W.Layout(width="160px"))
         self.train_button = W.Button(description="Train", icon="play", button_style="primary",
-                                     tooltip="train this combination of terms (cached afterwards)")
+                                     tooltip="train this setting in the background (cached afterwards)")
+        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True,
+                                      tooltip="stop the training run (nothing is cached)")
         self.progress = W.IntProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="240px"))
         self.step = W.SelectionSlider(options=[0], value=0, description="step", continuous_update=False,
                                       layout=W.Layout(width="420px")) if step_slider else None
-        self.controls = {f"{k}_on": c for k, c in self.checkboxes.items()}
+        self.controls = {**{f"{k}_on": c for k, c in self.checkboxes.items()}, **self.sliders, "dim": self.dim}
         if self.step is not None:
             self.controls["step"] = self.step
         self.status = W.HTML()
         self.output = W.Output()
         self.result = None
         self.figure = None
+        self.error: BaseException | None = None  # the last training run's error, if it failed
         self.updates = 0
         self.trained = 0  # runs trained by the button (not loaded)
         self._memo: dict[str, Any] = {}
         self._syncing = False
-        for box in self.checkboxes.values():
-            box.observe(self.update, names="value")
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        for control in [*self.checkboxes.values(), *self.sliders.values(), self.dim]:
+            control.observe(self.update, names="value")
         if self.step is not None:
             self.step.observe(self._redraw, names="value")
         self.train_button.on_click(self.train)
-        rows = [W.HBox(list(self.checkboxes.values())), W.HBox([self.train_button, self.progress])]
+        self.cancel_button.on_click(self.cancel)
+        rows = [W.HBox([self.checkboxes[k], self.sliders[k]]) for k in terms]
+        rows.append(W.HBox([self.dim, self.train_button, self.cancel_button, self.progress]))
         if self.step is not None:
             rows.append(self.step)
         self.widget = W.VBox([*rows, self.status, self.output])
         self.update()
 
+    def snapshot(self):
+        """What the panel shows now, as an ordinary image output (``display(panel.snapshot())``):
+        a static copy of the notebook (GitHub, nbviewer) shows a widget only as a line of text."""
+        import base64
+
+        from IPython.display import Image, Markdown
+
+        if not self.output.outputs:
+            return Markdown(f"*{self._describe()}: not trained yet.*")
+        return Image(data=base64.b64decode(self.output.outputs[0]["data"]["image/png"]))
+
+    @property
+    def training(self) -> bool:
+        """Whether a run of this panel is training now."""
+        return self._thread is not None and self._thread.is_alive()
+
     def config(self):
         from .train import TrainConfig
 
-        # a term that is on has the weight the settings give it (quick mode sets its own lambd), else its default
-        weights = {k: (self.settings.get(k, self.defaults[k]) if box.value else 0.0) for k, box in self.checkboxes.items()}
-        return TrainConfig(**{**self.settings, "loss": self.loss, **weights})
+        weights = {k: (float(self.sliders[k].value) if box.value else 0.0) for k, box in self.checkboxes.items()}
+        return TrainConfig(**{**self.settings, "loss": self.loss, "dim": int(self.dim.value), **weights})
 
-    def _describe(self) -> str:
-        on = [box.description for box in self.checkboxes.values() if box.value]
-        return f"{self.loss}, terms on: {', '.join(on) or 'none'}"
+    def _describe(self, config=None) -> str:
+        config = config or self.config()
+        on = [f"{box.description} {getattr(config, k):.3g}" for k, box in self.checkboxes.items() if getattr(config, k)]
+        return f"{self.loss}, d = {config.dim}, terms on: {', '.join(on) or 'none'}"
 
     def update(self, change=None) -> None:
-        """Show the run of the chosen terms if it exists; otherwise ask for the button."""
+        """Show the run of the chosen setting if it exists; otherwise offer the button."""
         from .train import cached_run, run_key
 
         config = self.config()
@@ -230,40 +273,80 @@ class TrainPanel:
             self._show(self._memo[key])
             return
         self.result = self.figure = None
-        self.progress.value = 0
-        self.train_button.disabled = False
-        self.status.value = f"<small>{self._describe()} &mdash; not trained yet: press <b>Train</b>.</small>"
-        with self.output:
-            self.output.clear_output()
+        if not self.training:
+            self.progress.value = 0
+            self.train_button.disabled = False
+            self.status.value = (f"<small>{self._describe(config)} &mdash; not in the run bank or your run cache: press "
+                                 "<b>Train</b> trains it from CIFAR-10 in the background (about a minute on a "
+                                 "laptop CPU with the classroom settings).</small>")
+        else:
+            self.status.value = (f"<small>{self._describe(config)} &mdash; not trained yet; the panel is busy with "
+                                 "another run (one at a time): Cancel it, or wait.</small>")
+        self.output.outputs = ()
 
     def train(self, button=None) -> None:
-        """Train the chosen combination (the button's handler), then draw it."""
+        """Train the chosen setting in a background thread (the button's handler); the figure is
+        drawn when it ends. Does nothing while another run of this panel trains."""
+        import threading
+
+        if self.training:
+            return
+        config = self.config()
+        self.error = None
+        self._cancel.clear()
+        self.train_button.disabled = True
+        self.cancel_button.disabled = False
+        self.progress.value = 0
+        self.status.value = f"<small>{self._describe(config)} &mdash; training in the background&hellip;</small>"
+        self._thread = threading.Thread(target=self._train, args=(config,), daemon=True, name="TrainPanel")
+        self._thread.start()
+
+    def cancel(self, button=None) -> None:
+        """Stop the run that is training (it stops after its current step; nothing is cached)."""
+        self._cancel.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the run training now (if any) has ended, and re-raise its error."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.error is not None and not isinstance(self.error, TrainingCancelled):
+            raise self.error
+
+    def _train(self, config) -> None:
         from .train import run_key, train_ssl
 
-        config = self.config()
-        self.train_button.disabled = True
-        self.status.value = f"<small>{self._describe()} &mdash; training&hellip;</small>"
         t0 = time.perf_counter()
 
         def tick(done: int, total: int) -> None:
+            if self._cancel.is_set():
+                raise TrainingCancelled(f"cancelled after {done} of {total} steps")
             self.progress.max = max(total, 1)
             self.progress.value = done
 
         try:
             result = train_ssl(config, progress=False, callback=tick)
-        except Exception as error:  # shown in the panel: a button handler's exception is otherwise lost
-            self.status.value = f"<small>training failed: {type(error).__name__}: {error}</small>"
-            self.train_button.disabled = False
-            raise
+        except BaseException as error:  # shown in the panel: a thread's exception is otherwise lost
+            self.error = error
+            what = "cancelled: nothing was cached" if isinstance(error, TrainingCancelled) else "training failed"
+            self.status.value = f"<small>{self._describe(config)} &mdash; {what} ({type(error).__name__}: {error})</small>"
+            self.progress.value = 0
+            self.train_button.disabled = run_key(self.config()) in self._memo
+            return
+        finally:
+            self.cancel_button.disabled = True
         self.trained += not result.from_cache
         self._memo[run_key(config)] = result
-        self._show(result, seconds=time.perf_counter() - t0)
+        if run_key(self.config()) == run_key(config):  # still the chosen setting: draw it
+            self._show(result, seconds=time.perf_counter() - t0)
+        else:
+            self.update()
 
     def _show(self, result, seconds: float | None = None) -> None:
         self.result = result
-        self.progress.max = max(result.final.get("steps", 1), 1)
-        self.progress.value = self.progress.max
-        self.train_button.disabled = True  # this combination is trained; toggle a term for another
+        if not self.training or seconds is not None:
+            self.progress.max = max(result.final.get("steps", 1), 1)
+            self.progress.value = self.progress.max
+        self.train_button.disabled = True  # this setting is trained; change a control for another
         if self.step is not None:  # the slider offers this run's evaluation steps, at the last one
             steps = [e["step"] for e in result.history]
             self._syncing = True
@@ -273,9 +356,15 @@ class TrainPanel:
                 self.step.value = steps[-1]
             finally:
                 self._syncing = False
-        took = f"trained in {seconds:.0f} s" if seconds is not None else "from the cache"
-        self.status.value = (f"<small>{self._describe()} &mdash; {took}: kNN {result.final['knn_top1']:.3f}, "
-                             f"effective rank {result.final['effective_rank']:.1f}, {result.final['verdict']}</small>")
+        if seconds is not None:
+            took = f"trained in {seconds:.0f} s"
+        elif result.from_bank:
+            took = "from the run bank"
+        else:
+            took = "from the cache"
+        self.status.value = (f"<small>{self._describe(_config_of(result))} &mdash; {took}: kNN "
+                             f"{result.final['knn_top1']:.3f}, effective rank {result.final['effective_rank']:.1f}, "
+                             f"{result.final['verdict']}</small>")
         self._redraw()
 
     def _redraw(self, change=None) -> None:
@@ -288,3 +377,9 @@ class TrainPanel:
             self.figure = self.draw(self.result, steps.index(self.step.value))
         self.updates += 1
         _show(self.output, self.figure)
+
+
+def _config_of(result):
+    from .train import TrainConfig
+
+    return TrainConfig(**result.config)

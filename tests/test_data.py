@@ -310,13 +310,13 @@ def test_download_file_verifies_md5(tmp_path):
 
 
 def shared_archive() -> Path | None:
-    root = os.environ.get("DECORR_DATA")
+    root = os.environ.get("DECORR_TEST_DATA") or os.environ.get("DECORR_DATA")  # see the root conftest.py
     if root and (Path(root) / "cifar10-jpeg.tar.gz").is_file():
         return Path(root)
     return None
 
 
-@pytest.mark.skipif(shared_archive() is None, reason="DECORR_DATA does not point at the shared CIFAR-10 copy")
+@pytest.mark.skipif(shared_archive() is None, reason="DECORR_TEST_DATA (or DECORR_DATA) does not point at the shared CIFAR-10 copy")
 def test_shared_copy(monkeypatch):
     root = shared_archive()
     monkeypatch.setenv("DECORR_CACHE", str(Path(__file__).resolve().parent.parent / ".cache"))

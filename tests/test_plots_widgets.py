@@ -158,21 +158,21 @@ def test_train_panel_trains_caches_and_toggles(tiny_settings):
     drawn = []
 
     def draw(result):
-        import matplotlib.pyplot as plt
-
         drawn.append(result)
-        return plt.figure()
+        return plots.new_axes(1)[0]  # drawn in the panel's training thread: no pyplot there
 
     panel = widgets.TrainPanel("vicreg", draw=draw, settings=tiny_settings)
     # nothing trained yet: no figure, the button is enabled
     assert panel.result is None and not panel.train_button.disabled and "press" in panel.status.value
     panel.train_button.click()
+    panel.join()
     assert panel.trained == 1 and panel.result is not None and drawn[-1] is panel.result
     assert panel.progress.value == panel.progress.max == 4 and panel.train_button.disabled
     full = panel.result
     panel.controls["std_coeff_on"].value = False  # a new combination waits for the button
     assert panel.result is None and panel.config().std_coeff == 0.0 and panel.config().sim_coeff == 25.0
     panel.train_button.click()
+    panel.join()
     assert panel.trained == 2 and panel.result.config["std_coeff"] == 0.0
     panel.controls["std_coeff_on"].value = True  # back: memoised, no training
     assert panel.result is full and panel.trained == 2
@@ -186,16 +186,15 @@ def test_train_panel_step_slider_and_barlow_terms(tiny_settings):
     calls = []
 
     def draw(result, at):
-        import matplotlib.pyplot as plt
-
         calls.append(at)
-        return plt.figure()
+        return plots.new_axes(1)[0]
 
     panel = widgets.TrainPanel("barlow", draw=draw, settings=tiny_settings, step_slider=True)
     assert set(panel.checkboxes) == {"on_diag_coeff", "lambd"}
     panel.controls["lambd_on"].value = False
     assert panel.config().lambd == 0.0 and panel.config().loss == "barlow"
     panel.train()
+    panel.join()
     assert list(panel.controls["step"].options) == [0, 2, 4] and panel.controls["step"].value == 4
     assert calls == [2]  # drawn once, at the last evaluation point
     panel.controls["step"].value = 0
@@ -215,3 +214,82 @@ def test_train_panel_uses_the_weights_its_settings_give(tiny_settings):
     panel.controls["lambd_on"].value = False
     assert panel.config().lambd == 0.0
     assert widgets.TrainPanel("barlow", draw=lambda result, at: None, settings=tiny_settings).config().lambd == 0.0051
+
+
+def _wait_for(condition, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_train_panel_trains_in_the_background_and_the_caller_stays_free(tiny_settings):
+    import threading
+
+    panel = widgets.TrainPanel("vicreg", draw=lambda result: plots.new_axes(1)[0], settings={**tiny_settings, "steps": 60})
+    seen = []
+    panel.progress.observe(lambda change: seen.append(change["new"]), names="value")
+    panel.train()
+    # the handler returned at once: the run trains in another thread while this one works
+    assert panel.training and panel._thread is not threading.current_thread() and panel.cancel_button.disabled is False
+    assert float(torch.ones(100).sum()) == 100.0
+    panel.train()  # one run at a time: a second press while training starts nothing
+    panel.join(timeout=120)
+    assert not panel.training and panel.trained == 1 and panel.result is not None and panel.figure is not None
+    assert seen == sorted(seen) and len(set(seen)) > 10 and seen[-1] == 60  # the bar advanced step by step
+    image = panel.output.outputs[0]["data"]["image/png"]
+    assert isinstance(image, str) and len(image) > 100 and panel.cancel_button.disabled
+    assert "trained in" in panel.status.value
+
+
+def test_train_panel_cancel_stops_the_run_and_caches_nothing(tiny_settings):
+    from decorr_lite.train import cached_run
+
+    settings = {**tiny_settings, "steps": 400}
+    panel = widgets.TrainPanel("vicreg", draw=lambda result: plots.new_axes(1)[0], settings=settings)
+    panel.train()
+    _wait_for(lambda: panel.progress.value > 0)
+    panel.cancel_button.click()
+    panel.join(timeout=120)  # a cancelled run is not an error for join
+    assert isinstance(panel.error, widgets.TrainingCancelled) and "cancelled" in panel.status.value
+    assert panel.progress.value == 0 and not panel.train_button.disabled and panel.result is None
+    assert cached_run(panel.config()) is None and panel.trained == 0
+
+
+def test_train_panel_shows_a_training_error_and_join_raises_it(tiny_settings, tmp_path):
+    panel = widgets.TrainPanel("vicreg", draw=lambda result: plots.new_axes(1)[0],
+                               settings={**tiny_settings, "data_root": str(tmp_path)})  # no data there
+    panel.train()
+    with pytest.raises(FileNotFoundError):
+        panel.join(timeout=120)
+    assert "training failed" in panel.status.value and "FileNotFoundError" in panel.status.value
+    assert not panel.train_button.disabled and panel.cancel_button.disabled
+
+
+def test_train_panel_weights_and_width_are_new_settings(tiny_settings):
+    panel = widgets.TrainPanel("vicreg", draw=lambda result: plots.new_axes(1)[0], settings=tiny_settings)
+    slider = panel.controls["cov_coeff"]
+    assert slider.value == pytest.approx(1.0) and slider.min == pytest.approx(-2) and slider.max == pytest.approx(1)
+    slider.value = 10.0
+    assert panel.config().cov_coeff == pytest.approx(10.0) and panel.result is None
+    panel.controls["cov_coeff_on"].value = False  # off wins over its weight
+    assert panel.config().cov_coeff == 0.0
+    panel.controls["dim"].value = 256
+    assert panel.config().dim == 256 and panel.config().sim_coeff == 25.0
+
+
+def test_train_panel_draws_a_bank_run_without_training(tiny_settings, tmp_path, monkeypatch):
+    from decorr_lite import bank
+    from decorr_lite.train import train_ssl
+
+    run = train_ssl(**tiny_settings, std_coeff=0.0, cache=False, progress=False)
+    monkeypatch.setenv("DECORR_BANK", str(tmp_path / "bank"))
+    bank.save_entry("tiny-without-variance", run)
+    panel = widgets.TrainPanel("vicreg", draw=lambda result: plots.new_axes(1)[0], settings=tiny_settings)
+    assert panel.result is None
+    panel.controls["std_coeff_on"].value = False
+    assert panel.result is not None and panel.result.from_bank and panel.trained == 0
+    assert "from the run bank" in panel.status.value and panel.train_button.disabled
+    assert panel.result.final["knn_top1"] == run.final["knn_top1"]

@@ -1,0 +1,86 @@
+"""A non-editable install works on its own: ``pip install .`` into a fresh virtual environment,
+then the notebooks, copied to another folder, run from the installed package and its run bank,
+with no CIFAR-10 on disk.
+
+The fresh environment borrows the dependencies (torch, jupyter, ...) of the one running the tests
+through a ``.pth`` line, so no package is downloaded; decorr-lite itself is built and installed
+from this checkout without ``-e``. A ``.pth`` line adds a folder to ``sys.path`` but does not run
+that folder's own ``.pth`` files, so the checkout's editable install stays out of sight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _run(command, **kwargs) -> subprocess.CompletedProcess:
+    proc = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    assert proc.returncode == 0, f"{' '.join(map(str, command))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A fresh venv with decorr-lite installed from this checkout (not editable)."""
+    base = tmp_path_factory.mktemp("install")
+    venv = base / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)])
+    python = venv / "bin" / "python"
+    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    (site / "borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # a copy of the source without build outputs, as an sdist would hold it
+    source = base / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", ".cache", "build", "data", "*.egg-info",
+                                                                 "__pycache__", ".pytest_cache"))
+    _run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--quiet", str(source)])
+    shutil.rmtree(source)  # the installed package must not need its source
+    return python
+
+
+@pytest.mark.slow
+def test_pip_install_holds_the_package_and_its_run_bank(installed):
+    code = ("import decorr_lite, decorr_lite.bank as b; "
+            "print(decorr_lite.__file__); print(len(b.read_index()['entries'])); print(b.check() == [])")
+    out = _run([str(installed), "-c", code], cwd="/").stdout.split()
+    assert "site-packages" in out[0] and not out[0].startswith(str(ROOT)), out
+    assert int(out[1]) > 0 and out[2] == "True", out
+
+
+@pytest.mark.slow
+def test_the_notebooks_run_from_a_copy_with_the_installed_package_and_no_data(installed, tmp_path):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    for notebook in NOTEBOOKS:
+        shutil.copy(notebook, folder / notebook.name)
+    env = {k: v for k, v in os.environ.items() if k not in ("DECORR_DATA", "DECORR_TEST_DATA", "PYTHONPATH")}
+    env.update(DECORR_CACHE=str(tmp_path / "cache"), DECORR_QUICK="1", HOME=str(tmp_path / "home"), MPLBACKEND="Agg")
+    code = """
+import json, sys, time, nbformat
+from nbclient import NotebookClient
+times = {}
+for path in sys.argv[1:]:
+    nb = nbformat.read(path, 4)
+    started = time.perf_counter()
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": "."}}).execute()
+    times[path] = time.perf_counter() - started
+print(json.dumps(times))
+"""
+    kernels = tmp_path / "kernels"  # the kernel is this venv's python, not the test runner's
+    _run([str(installed), "-m", "ipykernel", "install", "--prefix", str(kernels), "--name", "python3"], env=env)
+    env["JUPYTER_PATH"] = str(kernels / "share" / "jupyter")
+    proc = _run([str(installed), "-c", code, *sorted(p.name for p in folder.iterdir())], cwd=folder, env=env,
+                timeout=1800)
+    times = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(times) == {p.name for p in NOTEBOOKS}
+    print("notebooks run from the installed package: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
