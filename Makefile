@@ -33,12 +33,13 @@ bench: $(STAMP)
 bank: $(STAMP)
 	$(BIN)/python -m decorr_lite bank $(if $(ONLY),--only $(ONLY),)
 
-# Re-execute the notebooks in full mode, as committed (figures worth showing a class; slow),
-# then strip the widget state, so the committed notebooks stay small and diff-able.
-# (nbclient's store_widget_state=False breaks on Output widgets, hence the separate strip.)
+# Re-execute the notebooks in full mode, as committed, the way a student runs them: no dataset
+# and an empty run cache, so 02, 03 and 06 show the run bank. Then strip the widget state, so the
+# committed notebooks stay small and diff-able. (nbclient's store_widget_state=False breaks on
+# Output widgets, hence the separate strip.)
 NOTEBOOKS := $(wildcard notebooks/[0-9]*.ipynb)
 notebooks: $(STAMP)
-	DECORR_QUICK=0 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	env -u DECORR_DATA DECORR_CACHE="$$(mktemp -d)" DECORR_QUICK=0 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=1800 $(NOTEBOOKS)
 	$(BIN)/python -c "import sys, nbformat; [nbformat.write((lambda nb: (nb.metadata.pop('widgets', None), nb)[1])(nbformat.read(p, 4)), p) for p in sys.argv[1:]]" $(NOTEBOOKS)
 
