@@ -49,7 +49,7 @@ def png_base64(fig, dpi: int = 100) -> str:
     import io
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi)  # laid out already (tight_layout): one draw, not two
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -194,7 +194,7 @@ def std_histogram(ax, std, *, margin: float = 1.0, label: str | None = None, bin
     """Histogram of the per-dimension std on a log axis, with the variance margin drawn."""
     values = np.maximum(_np(std), 1e-6)
     bins = np.logspace(-4, 1, 41) if bins is None else bins
-    ax.hist(values, bins=bins, alpha=0.6, label=label)
+    ax.hist(values, bins=bins, alpha=0.6, label=label, histtype="stepfilled")  # one patch, not one per bin
     ax.axvline(margin, color="tab:red", ls="--", lw=1)
     ax.set_xscale("log")
     ax.set_xlabel("std of one embedding dimension")

@@ -24,6 +24,29 @@ VICREG_TERMS = {"sim_coeff": ("invariance", 25.0), "std_coeff": ("variance", 25.
 BARLOW_TERMS = {"on_diag_coeff": ("on-diagonal", 1.0), "lambd": ("off-diagonal", 0.0051)}
 
 
+def _kernel_loop():
+    """The event loop of the IPython kernel's main thread, or None outside a kernel."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return getattr(getattr(get_ipython(), "kernel", None), "io_loop", None)
+
+
+def on_main_thread(fn: Callable, *args) -> None:
+    """Call ``fn(*args)`` on the kernel's main thread, as soon as it is free; at once outside a
+    kernel or when already there. matplotlib is not thread-safe (two threads drawing at once can
+    fail, e.g. in its mathtext parser), so a panel's background work loads and trains in its
+    own thread and draws on the main one, between the cells the student runs."""
+    import threading
+
+    loop = _kernel_loop()
+    if loop is None or threading.current_thread() is threading.main_thread():
+        fn(*args)
+    else:
+        loop.add_callback(fn, *args)  # tornado: safe to call from any thread
+
+
 def _show(output, fig) -> None:
     """Replace what ``output`` shows by ``fig`` as a PNG, then close the figure: it lives on as
     the image in the output, and an open figure would be drawn a second time below the cell.
@@ -167,7 +190,9 @@ class TrainPanel:
     is chosen. Any other setting waits for "Train", which trains it in a background thread: the
     kernel stays free for other cells, the progress bar advances, "Cancel" stops the run (nothing
     is cached), an error is shown in the panel, and the figure is drawn when the run ends. One
-    run trains at a time per panel; ``panel.join()`` waits for it (scripts and tests).
+    run trains at a time per panel; ``panel.join()`` waits for it (scripts and tests). With
+    ``prefetch`` (the default), a background thread draws every checkbox combination that is
+    ready, so that choosing one shows it at once.
 
     ``settings`` are the ``TrainConfig`` fields shared by every run of the panel (budget, d, ...).
     """
@@ -175,7 +200,7 @@ class TrainPanel:
     DIMS = (256, 512, 1024, 2048)
 
     def __init__(self, loss: str = "vicreg", *, draw: Callable[..., Any], settings: dict | None = None,
-                 step_slider: bool = False) -> None:
+                 step_slider: bool = False, prefetch: bool = True) -> None:
         import threading
 
         import ipywidgets as W
@@ -216,6 +241,7 @@ class TrainPanel:
         self.updates = 0
         self.trained = 0  # runs trained by the button (not loaded)
         self._memo: dict[str, Any] = {}
+        self._images: dict[tuple, tuple] = {}  # (run key, evaluation point) -> (figure, PNG output)
         self._syncing = False
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
@@ -231,6 +257,10 @@ class TrainPanel:
             rows.append(self.step)
         self.widget = W.VBox([*rows, self.status, self.output])
         self.update()
+        if prefetch and _kernel_loop() is not None:  # the runs load in a thread, the figures draw on the main one
+            threading.Thread(target=self._prefetch, daemon=True, name="TrainPanel prefetch").start()
+        elif prefetch:  # no kernel (a script, a test): at once
+            self._prefetch()
 
     def snapshot(self):
         """What the panel shows now, as an ordinary image output (``display(panel.snapshot())``):
@@ -334,10 +364,16 @@ class TrainPanel:
             return
         finally:
             self.cancel_button.disabled = True
+        on_main_thread(self._finished, config, result, time.perf_counter() - t0)
+
+    def _finished(self, config, result, seconds: float) -> None:
+        """A training run has ended: keep it, and draw it if it is still the chosen setting."""
+        from .train import run_key
+
         self.trained += not result.from_cache
         self._memo[run_key(config)] = result
-        if run_key(self.config()) == run_key(config):  # still the chosen setting: draw it
-            self._show(result, seconds=time.perf_counter() - t0)
+        if run_key(self.config()) == run_key(config):
+            self._show(result, seconds=seconds)
         else:
             self.update()
 
@@ -370,13 +406,41 @@ class TrainPanel:
     def _redraw(self, change=None) -> None:
         if self.result is None or (change is not None and self._syncing):
             return
-        if self.step is None:
-            self.figure = self.draw(self.result)
-        else:
-            steps = [e["step"] for e in self.result.history]
-            self.figure = self.draw(self.result, steps.index(self.step.value))
+        at = None
+        if self.step is not None:
+            at = [e["step"] for e in self.result.history].index(self.step.value)
+        self.figure, image = self._render(self.result, at)
         self.updates += 1
-        _show(self.output, self.figure)
+        self.output.outputs = (image,)
+
+    def _render(self, result, at: int | None):
+        """The figure of ``result`` (at evaluation point ``at``) and its PNG output, drawn once:
+        a setting seen before, or drawn ahead by ``_prefetch``, is shown without drawing."""
+        from .train import run_key
+
+        key = (run_key(_config_of(result)), at)
+        if key not in self._images:
+            figure = self.draw(result) if at is None else self.draw(result, at)
+            image = {"output_type": "display_data", "metadata": {},
+                     "data": {"image/png": plots.png_base64(figure), "text/plain": repr(figure)}}
+            plots.close(figure)
+            self._images[key] = (figure, image)
+        return self._images[key]
+
+    def _prefetch(self) -> None:
+        """Draw every checkbox combination the run bank or the run cache holds, in a background
+        thread, so that the first visit to each is as quick as a return to it (drawing one of
+        these figures takes a fraction of a second, longer on a slow machine)."""
+        import itertools
+
+        from .train import TrainConfig, cached_run
+
+        base = self.config().as_dict()
+        for on in itertools.product((True, False), repeat=len(self.checkboxes)):
+            weights = {k: (self.defaults[k] if o else 0.0) for k, o in zip(self.checkboxes, on)}
+            found = cached_run(TrainConfig(**{**base, **weights}))
+            if found is not None:
+                on_main_thread(self._render, found, None if self.step is None else len(found.history) - 1)
 
 
 def _config_of(result):

@@ -128,8 +128,8 @@ def test_run_figure_draws_every_run_in_every_panel(tiny_runs):
     line = next(line for line in axes[0].lines if line.get_label() == "covariance off")
     np.testing.assert_allclose(line.get_ydata(), tiny_runs["covariance off"].series("effective_rank"))
     np.testing.assert_allclose(line.get_xdata(), [0, 2, 4])
-    # histogram bars of both runs, the margin line, the untrained reference line
-    assert len(axes[2].patches) == 2 * 40
+    # a filled histogram outline per run, the margin line, the untrained reference line
+    assert len(axes[2].patches) == 2 and {p.get_label() for p in axes[2].patches} == {"full", "covariance off"}
     assert any(np.allclose(line.get_xdata(), 1.0) for line in axes[2].lines)
     assert any(line.get_label() == "untrained encoder" for line in axes[3].lines)
 
@@ -293,3 +293,24 @@ def test_train_panel_draws_a_bank_run_without_training(tiny_settings, tmp_path, 
     assert panel.result is not None and panel.result.from_bank and panel.trained == 0
     assert "from the run bank" in panel.status.value and panel.train_button.disabled
     assert panel.result.final["knn_top1"] == run.final["knn_top1"]
+
+
+def test_train_panel_draws_every_ready_combination_ahead(tiny_settings, tmp_path, monkeypatch):
+    from decorr_lite import bank
+    from decorr_lite.train import train_ssl
+
+    monkeypatch.setenv("DECORR_BANK", str(tmp_path / "bank"))
+    for name, fields in {"tiny": {}, "tiny-without-variance": {"std_coeff": 0.0}}.items():
+        bank.save_entry(name, train_ssl(**tiny_settings, **fields, cache=False, progress=False))
+    drawn = []
+
+    def draw(result):
+        drawn.append(result.config["std_coeff"])
+        return plots.new_axes(1)[0]
+
+    panel = widgets.TrainPanel("vicreg", draw=draw, settings=tiny_settings)  # outside a kernel: drawn at once
+    assert sorted(set(drawn)) == [0.0, 25.0]  # both ready combinations, drawn ahead
+    count = len(drawn)
+    panel.controls["std_coeff_on"].value = False
+    panel.controls["std_coeff_on"].value = True
+    assert len(drawn) == count and panel.updates == 3  # shown twice more, drawn no more
