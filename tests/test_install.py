@@ -4,7 +4,7 @@ with no CIFAR-10 on disk.
 
 The fresh environment borrows the dependencies (torch, jupyter, ...) of the one running the tests
 through a ``.pth`` line, so no package is downloaded; decorr-lite itself is built and installed
-from this checkout without ``-e``. A ``.pth`` line adds a folder to ``sys.path`` but does not run
+from a copy of this checkout without ``-e``, by the test runner's pip (``pip --python``). A ``.pth`` line adds a folder to ``sys.path`` but does not run
 that folder's own ``.pth`` files, so the checkout's editable install stays out of sight.
 """
 
@@ -35,15 +35,22 @@ def installed(tmp_path_factory):
     """A fresh venv with decorr-lite installed from this checkout (not editable)."""
     base = tmp_path_factory.mktemp("install")
     venv = base / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)])
+    # without pip: the venv's own (older) setuptools would build the wheel; the borrowed one is what a user has
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     python = venv / "bin" / "python"
     site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
     (site / "borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     # a copy of the source without build outputs, as an sdist would hold it
     source = base / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", ".cache", "build", "data", "*.egg-info",
-                                                                 "__pycache__", ".pytest_cache"))
-    _run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--quiet", str(source)])
+    top_level = {".venv", ".git", ".cache", "build", "data", ".pytest_cache"}  # not decorr_lite/data: that is code
+
+    def ignore(folder, names):
+        here = {n for n in names if n.endswith(".egg-info") or n == "__pycache__"}
+        return here | (top_level & set(names) if Path(folder) == ROOT else set())
+
+    shutil.copytree(ROOT, source, ignore=ignore)
+    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-build-isolation",
+          "--no-index", "--quiet", str(source)])
     shutil.rmtree(source)  # the installed package must not need its source
     return python
 

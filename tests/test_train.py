@@ -320,8 +320,10 @@ def test_train_runs_trains_each_labelled_run_once(tiny, capsys):
     runs = train.train_runs({"full": {}, "variance off": {"std_coeff": 0}}, tiny)
     assert list(runs) == ["full", "variance off"] and runs["variance off"].config["std_coeff"] == 0.0
     first = capsys.readouterr().out.splitlines()
-    assert len(first) == 2 and first[1].startswith("variance off") and "s to train and evaluate" in first[1]
-    assert "cache" not in first[0]
+    # each run says first that it must train (and from which data), then how long it took
+    assert len(first) == 4 and first[3].startswith("variance off") and "s to train and evaluate" in first[3]
+    assert "not in the run bank or your run cache: training it from CIFAR-10 in " + tiny["data_root"] in first[0]
+    assert "loaded from the cache" not in first[1]
     again = train.train_runs({"full": {}}, tiny)
     assert again["full"].from_cache and again["full"].final == runs["full"].final
     assert "(loaded from the cache)" in capsys.readouterr().out
