@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     originals = [(owner, name, timed(spent, owner, name, label)) for owner, name, label in STAGES]
     try:
         started = time.perf_counter()
-        run = train.train_ssl(**settings, cache=False, progress=False)
+        run = train.train_ssl(**settings, cache=False, use_bank=False, progress=False)
         total = time.perf_counter() - started
     finally:
         for owner, name, fn in originals:

@@ -43,14 +43,15 @@ def singular_spectrum(z, *, center: bool = True) -> torch.Tensor:
     return torch.linalg.svdvals(z)
 
 
-def effective_rank(z, *, eps: float = 1e-7) -> float:
+def effective_rank(z, *, eps: float = 1e-7, spectrum: torch.Tensor | None = None) -> float:
     """RankMe: exp(-sum p_k log p_k), p_k = s_k / sum(s) + eps, s the singular values.
 
     1 for a rank-1 cloud, k for k equal singular values, close to min(n, d) for isotropic noise,
     and unchanged when z is multiplied by any non-zero scalar. A cloud with no spread at all
-    (every row equal) has rank 0 by convention.
+    (every row equal) has rank 0 by convention. ``spectrum``: ``singular_spectrum(z)``, when the
+    caller has it already (the SVD is the expensive part).
     """
-    s = singular_spectrum(z)
+    s = singular_spectrum(z) if spectrum is None else torch.as_tensor(spectrum, dtype=torch.float64)
     total = s.sum()
     if total <= torch.finfo(s.dtype).tiny * s.numel():
         return 0.0
@@ -88,7 +89,8 @@ class CollapseReport:
 
 
 def collapse_report(
-    z, *, margin: float = 1.0, complete_below: float = 0.05, dimensional_below: float = 0.05
+    z, *, margin: float = 1.0, complete_below: float = 0.05, dimensional_below: float = 0.05,
+    spectrum: torch.Tensor | None = None,
 ) -> CollapseReport:
     """Diagnose (n, d) embeddings from their scale and their spectrum.
 
@@ -101,14 +103,15 @@ def collapse_report(
       min(n, d), trained runs with one at 5-20 %, an untrained encoder at about 60 %.
     - healthy: neither.
 
-    ``margin`` is the scale the training asked for (VICReg's gamma, 1 by default).
+    ``margin`` is the scale the training asked for (VICReg's gamma, 1 by default); ``spectrum``
+    is ``singular_spectrum(z)`` if the caller has computed it.
     """
     for name, value in (("margin", margin), ("complete_below", complete_below), ("dimensional_below", dimensional_below)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     z = _as_float64(z)
     std = z.std(dim=0)
-    erank = effective_rank(z)
+    erank = effective_rank(z, spectrum=spectrum)
     max_rank = min(z.shape)
     median_std = float(std.median())
     if median_std < complete_below * margin:

@@ -52,7 +52,9 @@ WEIGHTS = {
     "barlow": {"on_diagonal": "on_diag_coeff", "off_diagonal": "lambd"},
 }
 # Part of every cache key: bump it when a change to this file changes the numbers of a run.
-RUN_FORMAT = 4  # 4: the relaxed sums are normalised before the power (rounding-level changes)
+# 4: the relaxed sums are normalised before the power (rounding-level changes); 5: the evaluation
+# points use subsets of the final evaluation's sets, BatchNorm re-estimated on bn_images of its bank
+RUN_FORMAT = 5
 
 
 def classroom_settings(quick: bool = False) -> dict:
@@ -73,9 +75,11 @@ def classroom_settings(quick: bool = False) -> dict:
         # Barlow Twins' lambda 0.0051 was tuned for d = 8192; at d = 256 and 60 steps it leaves
         # the features below the untrained encoder's, 0.02 lifts them above (docs/training.md)
         return dict(encoder="small", width=16, dim=256, steps=60, train_subset=5000, eval_points=3,
-                    eval_bank=1000, eval_queries=500, final_bank=2000, final_queries=1000, lambd=0.02)
+                    eval_bank=2000, eval_queries=1000, final_bank=2000, final_queries=1000, lambd=0.02)
+    # every evaluation point on the final evaluation's sets: the curves start at the untrained
+    # encoder's numbers and end at the run's final ones, as its table reports them
     return dict(encoder="small", width=16, dim=1024, steps=300, train_subset=None, eval_points=6,
-                eval_bank=2000, eval_queries=1000, final_bank=10000, final_queries=5000)
+                eval_bank=10000, eval_queries=5000, final_bank=10000, final_queries=5000)
 
 
 def train_runs(runs: dict[str, dict], settings: dict) -> dict[str, TrainResult]:
@@ -149,13 +153,15 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.05
-    # data and evaluation
+    # data and evaluation: the final evaluation's kNN bank (training images) and queries (test
+    # images); the evaluation points use balanced subsets of them (all of them if as large)
     train_subset: int | None = 10000
     eval_points: int = 6
     eval_bank: int = 2000
     eval_queries: int = 1000
     final_bank: int = 10000
     final_queries: int | None = None
+    bn_images: int = 2000  # images of the final bank on which BatchNorm is re-estimated (precise BN)
     knn_k: int = 20
     probe_batch: int = 256
     matrix_dims: int = 64
@@ -213,7 +219,8 @@ def _validate(c: TrainConfig) -> None:
     if not 2 <= c.batch_size <= images:
         raise ValueError(f"batch_size must be in [2, {images}] (batch statistics need two samples; at most the "
                          f"{images} training images), got {c.batch_size}")
-    for name, low in (("width", 1), ("dim", 2), ("eval_points", 1), ("matrix_dims", 1), ("knn_k", 1), ("probe_batch", 2)):
+    for name, low in (("width", 1), ("dim", 2), ("eval_points", 1), ("matrix_dims", 1), ("knn_k", 1), ("probe_batch", 2),
+                      ("bn_images", 2)):
         if getattr(c, name) < low:
             raise ValueError(f"{name} must be >= {low}, got {getattr(c, name)}")
     if c.hidden_dim is not None and c.hidden_dim < 1:
@@ -227,8 +234,8 @@ def _validate(c: TrainConfig) -> None:
         if value is not None and not 1 <= value:
             raise ValueError(f"{name} must be >= 1" + (" or None (every test image)" if name == "final_queries" else "")
                              + f", got {value}")
-    for name in ("eval_bank", "final_bank"):  # drawn from the training images (all of them when larger)
-        bank = min(getattr(c, name), images)
+    for name in ("eval_bank", "final_bank"):  # the final bank from the training images, the other from it
+        bank = min(getattr(c, name), c.final_bank, images)
         if c.knn_k > bank:
             raise ValueError(f"knn_k={c.knn_k} needs a kNN bank of at least {c.knn_k} images; {name} gives {bank}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", c.device):
@@ -558,15 +565,18 @@ def embed(model, images: torch.Tensor, device: torch.device, batch_size: int = 1
     return torch.cat(features), torch.cat(embeddings)
 
 
-def _evaluate(model, config, device, bank, queries, probe_views, precision) -> tuple[dict, dict]:
-    """Scalars for the history and arrays (spectrum, std, matrices) at one evaluation point.
-    The forward passes run in the training's ``precision``; every measurement is float64."""
+def _evaluate(model, config, device, bank, queries, calibration, probe_views, precision) -> tuple[dict, dict, dict]:
+    """Scalars for the history and arrays (spectrum, std, matrices) at one evaluation point, and
+    the backbone features and collapse report behind them (which the final evaluation reuses
+    when it evaluates on the same sets). The forward passes run in the training's ``precision``;
+    every measurement is float64."""
     bank_x, bank_y = bank
     query_x, query_y = queries
-    model = recalibrated(model, bank_x, device, precision=precision)
+    model = recalibrated(model, calibration, device, precision=precision)
     bank_f, _ = embed(model, bank_x, device, precision=precision)
     query_f, query_z = embed(model, query_x, device, precision=precision)
-    report = diagnostics.collapse_report(query_z)
+    spectrum = diagnostics.singular_spectrum(query_z)  # once: the rank and the figure both need it
+    report = diagnostics.collapse_report(query_z, spectrum=spectrum)
     scalars = {
         "knn_top1": diagnostics.knn_accuracy(bank_f, bank_y, query_f, query_y, k=config.knn_k),
         "effective_rank": report.effective_rank,
@@ -595,12 +605,12 @@ def _evaluate(model, config, device, bank, queries, probe_views, precision) -> t
     scalars["cov_offdiag_relative"] = scalars["cov_offdiag_rms"] / max(cov_diag, 1e-12)
     scalars["corr_offdiag_relative"] = scalars["corr_offdiag_rms"] / max(abs(corr_diag), 1e-12)
     arrays = {
-        "spectrum": diagnostics.singular_spectrum(query_z).numpy(),
+        "spectrum": spectrum.numpy(),
         "std_per_dim": diagnostics.std_per_dim(query_z).numpy(),
         "covariance": (zc[:, :m].T @ zc[:, :m] / (zc.shape[0] - 1)).numpy(),
         "cross_correlation": cross_correlation(z1[:, :m], z2[:, :m]).numpy(),
     }
-    return scalars, arrays
+    return scalars, arrays, {"bank_f": bank_f, "query_f": query_f, "report": report, "knn": scalars["knn_top1"]}
 
 
 def _distributed_setup(config: TrainConfig) -> tuple[int, int, bool]:
@@ -634,16 +644,22 @@ def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, r
     if config.batch_size > train_x.shape[0]:
         raise ValueError(f"batch_size={config.batch_size} is larger than the training set ({train_x.shape[0]})")
 
-    # Fixed evaluation sets, drawn once per seed: a kNN bank from the training images and
-    # queries from the test split; the final evaluation uses larger ones.
+    # Fixed evaluation sets, drawn once per seed: the final evaluation's kNN bank (training
+    # images) and queries (test images); the evaluation points use balanced subsets of them,
+    # all of them when as large (the classroom settings), so that a curve's last point is the
+    # final evaluation and its first the untrained encoder's; BatchNorm is re-estimated on the
+    # same bn_images of the bank at every point.
     def pick(x, y, size, seed):
         if size is None or size >= len(y):
             return x, y
         index = torch.from_numpy(balanced_subset(y.numpy(), size, seed=seed))
         return x[index], y[index]
 
-    bank = pick(train_x, train_y, config.eval_bank, config.seed + 1)
-    queries = pick(test_x, test_y, config.eval_queries, config.seed + 2)
+    final_sets = (pick(train_x, train_y, config.final_bank, config.seed + 6),
+                  pick(test_x, test_y, config.final_queries, config.seed + 7))
+    bank = pick(*final_sets[0], config.eval_bank, config.seed + 1)
+    queries = pick(*final_sets[1], config.eval_queries, config.seed + 2)
+    calibration = pick(*final_sets[0], config.bn_images, config.seed + 1)[0]
     augment = TwoViews().to(device)
     probe_images = pick(test_x, test_y, config.probe_batch, config.seed + 3)[0].to(device)
     probe_views = augment(probe_images, seed=config.seed + 4)
@@ -675,6 +691,7 @@ def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, r
     eval_at = sorted({round(i * total / config.eval_points) for i in range(config.eval_points + 1)})
     history, arrays = [], {"eval_steps": np.array(eval_at)}
     collected: dict[str, list] = {}
+    last_point: dict = {"features": None}  # what the latest evaluation point measured
     running: dict[str, list] = {}
     train_seconds = 0.0
     peak_bytes = 0
@@ -684,7 +701,8 @@ def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, r
         if rank != 0:  # process 0 evaluates; the others wait for it at the next collective
             running.clear()
             return
-        scalars, arr = _evaluate(model, config, device, bank, queries, probe_views, precision)
+        scalars, arr, last_point["features"] = _evaluate(model, config, device, bank, queries, calibration, probe_views,
+                                                         precision)
         entry = {"step": step, "epoch": step / per_epoch, "seconds": train_seconds}
         # the mean of each term over the steps since the previous evaluation point; at step 0
         # the terms of the first batch before any update (filled in after that step)
@@ -730,7 +748,9 @@ def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, r
     if rank != 0:
         return TrainResult(config.as_dict(), [], {"steps": total, "train_seconds": train_seconds}, {})
 
-    final = _final_evaluation(model, config, device, train_x, train_y, test_x, test_y, pick, precision)
+    # the last evaluation point measured the final sets already when they are its own sets
+    reuse = last_point["features"] if bank is final_sets[0] and queries is final_sets[1] else None
+    final = _final_evaluation(model, config, device, *final_sets, calibration, precision, reuse)
     final["seconds"] = time.perf_counter() - started
     final["train_seconds"] = train_seconds
     final["seconds_per_step"] = train_seconds / total if total else 0.0
@@ -748,15 +768,18 @@ def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, r
     return TrainResult(config.as_dict(), history, final, arrays, state_dict=state)
 
 
-def _final_evaluation(model, config, device, train_x, train_y, test_x, test_y, pick, precision) -> dict:
-    bank_x, bank_y = pick(train_x, train_y, config.final_bank, config.seed + 6)
-    query_x, query_y = pick(test_x, test_y, config.final_queries, config.seed + 7)
-    model = recalibrated(model, pick(bank_x, bank_y, config.eval_bank, config.seed + 1)[0], device, precision=precision)
-    bank_f, _ = embed(model, bank_x, device, precision=precision)
-    query_f, query_z = embed(model, query_x, device, precision=precision)
-    report = diagnostics.collapse_report(query_z)
+def _final_evaluation(model, config, device, bank, queries, calibration, precision, reuse=None) -> dict:
+    (bank_x, bank_y), (query_x, query_y) = bank, queries
+    if reuse is None:
+        model = recalibrated(model, calibration, device, precision=precision)
+        bank_f, _ = embed(model, bank_x, device, precision=precision)
+        query_f, query_z = embed(model, query_x, device, precision=precision)
+        report = diagnostics.collapse_report(query_z)
+        knn = diagnostics.knn_accuracy(bank_f, bank_y, query_f, query_y, k=config.knn_k)
+    else:  # the same model, sets and re-estimated BatchNorm as the last evaluation point
+        bank_f, query_f, report, knn = (reuse[k] for k in ("bank_f", "query_f", "report", "knn"))
     return {
-        "knn_top1": diagnostics.knn_accuracy(bank_f, bank_y, query_f, query_y, k=config.knn_k),
+        "knn_top1": knn,
         "linear_probe_top1": diagnostics.linear_probe(bank_f, bank_y, query_f, query_y, seed=config.seed),
         "effective_rank": report.effective_rank,
         "median_std": report.median_std,

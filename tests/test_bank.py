@@ -186,3 +186,15 @@ def test_the_cheapest_entry_retrained_from_the_data_reproduces_the_bank(monkeypa
         assert abs(run.final[key] - shipped.final[key]) <= tolerance, (name, key, run.final[key], shipped.final[key])
     for key, tolerance in RELATIVE.items():
         assert abs(run.final[key] - shipped.final[key]) <= tolerance * abs(shipped.final[key]), (name, key)
+
+
+def test_every_bank_run_s_curves_agree_with_its_table():
+    """What a figure draws (the history) and what its table prints (final) are the same numbers
+    at the last step, and every curve starts at the untrained encoder's numbers."""
+    untrained = bank.load_entry("untrained", PACKAGE_BANK).final
+    for name in bank.bank_runs():
+        run = bank.load_entry(name, PACKAGE_BANK)
+        assert run.config["eval_bank"] == run.config["final_bank"] and run.config["eval_queries"] == run.config["final_queries"]
+        for key in ("knn_top1", "effective_rank", "median_std", "verdict"):
+            assert run.history[-1][key] == run.final[key], (name, key)
+            assert run.history[0][key] == untrained[key], (name, key)

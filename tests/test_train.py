@@ -327,3 +327,15 @@ def test_train_runs_trains_each_labelled_run_once(tiny, capsys):
     again = train.train_runs({"full": {}}, tiny)
     assert again["full"].from_cache and again["full"].final == runs["full"].final
     assert "(loaded from the cache)" in capsys.readouterr().out
+
+
+def test_curves_start_at_the_untrained_encoder_and_end_at_the_final_numbers(tiny):
+    """With evaluation sets as large as the final ones (the classroom settings), the last
+    evaluation point is the final evaluation and the first is the untrained encoder's, so a
+    figure's curves and the table under it agree."""
+    same = {**tiny, "eval_bank": tiny["final_bank"], "eval_queries": 20, "final_queries": 20}
+    run = train_ssl(**same, progress=False)
+    untrained = train_ssl(**{**same, "steps": 0}, progress=False)
+    for key in ("knn_top1", "effective_rank", "median_std", "verdict"):
+        assert run.history[-1][key] == run.final[key], key
+        assert run.history[0][key] == untrained.final[key] == untrained.history[0][key], key
