@@ -255,3 +255,44 @@ def matrices_figure(result, at: int = -1, *, title: str | None = None):
                  fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def terms_figure(results: dict, terms: tuple[str, ...], *, title: str | None = None):
+    """One panel per loss term: its unweighted value over training for each run (``results``
+    maps a label to a run). A term that was off in a run is still measured, without a gradient,
+    and drawn dashed."""
+    from .train import WEIGHTS
+
+    fig, axes = new_axes(len(terms), size=3.1)
+    for ax, term in zip(axes, terms):
+        for label, run in results.items():
+            weight = run.config.get(WEIGHTS[run.config["loss"]].get(term, ""), 1.0)
+            history(ax, run, term, label=label + ("" if weight else " (off)"), ls="-" if weight else "--")
+        ax.set_yscale("log")
+        ax.set_title(f"{term.replace('_', '-')} term (unweighted)", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def collapse_map(ax, results: dict, *, margin: float = 1.0, complete_below: float = 0.05,
+                 dimensional_below: float = 0.05):
+    """Each run as one point: final median std (x) against final effective rank (y), both on log
+    scales, with the thresholds of ``diagnostics.collapse_report`` drawn, so that complete
+    collapse (left of the vertical line), dimensional collapse (below the horizontal one) and
+    healthy (the upper right) are three regions."""
+    for label, run in results.items():
+        f = run.final
+        ax.scatter(f["median_std"], f["effective_rank"], s=30, zorder=3)
+        ax.annotate(label, (f["median_std"], f["effective_rank"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    any_run = next(iter(results.values()))
+    max_rank = min(any_run.final["query_size"], any_run.config["dim"])
+    ax.axvline(complete_below * margin, color="tab:red", ls="--", lw=1)
+    ax.axhline(dimensional_below * max_rank, color="tab:purple", ls="--", lw=1)
+    ax.set(xscale="log", yscale="log", xlabel="median std per dimension (final)", ylabel="effective rank (final)")
+    ax.text(0.02, 0.98, "complete\ncollapse", transform=ax.transAxes, va="top", fontsize=8, color="tab:red")
+    ax.text(0.98, 0.02, "dimensional collapse", transform=ax.transAxes, ha="right", fontsize=8, color="tab:purple")
+    ax.text(0.6, 0.56, "healthy", transform=ax.transAxes, ha="center", fontsize=8)  # just above the rank line
+    ax.set_title("collapse at a glance", fontsize=9)
+    return ax

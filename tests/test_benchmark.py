@@ -188,3 +188,38 @@ def test_classroom_run_script_times_each_stage(tiny_cifar, tmp_path, monkeypatch
     assert result["stages"]["training steps (forward, loss, backward, AdamW)"] > 0
     assert 0 < sum(v for k, v in result["stages"].items() if not k.startswith(" ")) <= result["seconds"]
     assert "final evaluation" in capsys.readouterr().out
+
+
+def test_expect_notes_a_failed_timing_claim_in_a_notebook_and_fails_the_test_suite(monkeypatch, capsys):
+    from decorr_lite.benchmark import expect
+
+    monkeypatch.delenv("DECORR_STRICT", raising=False)  # a student's notebook
+    assert expect(True, "anything", "anything") is True and capsys.readouterr().out == ""
+    assert expect(False, "exact to grow like d^2", "p = 1.10") is False
+    note = capsys.readouterr().out
+    assert note.startswith("Note: expected exact to grow like d^2; this machine measured p = 1.10") and "busy" in note
+    monkeypatch.setenv("DECORR_STRICT", "1")  # the test suite (root conftest.py)
+    with pytest.raises(AssertionError, match="expected exact to grow like d\\^2; this machine measured p = 1.10"):
+        expect(False, "exact to grow like d^2", "p = 1.10")
+
+
+def test_retimed_times_again_only_while_the_claim_fails():
+    from decorr_lite.benchmark import retimed
+
+    cases = [Case("barlow", n=16, d=32, method="fft"), Case("barlow", n=16, d=64, method="fft")]
+    once = retimed(cases, 2, good=lambda rs: True, retries=2)
+    assert [len(r["times"]) for r in once] == [2, 2]
+    calls = []
+    never = retimed(cases, 2, good=lambda rs: calls.append(1) or False, retries=2)
+    assert [len(r["times"]) for r in never] == [6, 6] and len(calls) == 2  # every pass kept, then it gives up
+    assert all(r["seconds"] == statistics.median(r["times"]) for r in never)
+
+
+def test_peak_memory_of_several_cases_in_one_worker_sees_the_d_by_d_matrix():
+    from decorr_lite.benchmark import peak_memory
+
+    small, exact, relaxed = peak_memory([Case("barlow", n=64, d=256, method="exact"),
+                                         Case("barlow", n=64, d=2048, method="exact"),
+                                         Case("barlow", n=64, d=2048, method="fft")])
+    assert exact > 2048 * 2048 * 4  # at least one d x d float32 matrix
+    assert relaxed < exact / 4 and small < exact / 4

@@ -314,3 +314,42 @@ def test_train_panel_draws_every_ready_combination_ahead(tiny_settings, tmp_path
     panel.controls["std_coeff_on"].value = False
     panel.controls["std_coeff_on"].value = True
     assert len(drawn) == count and panel.updates == 3  # shown twice more, drawn no more
+
+
+def test_train_panel_snapshot_is_an_ordinary_image_of_what_it_shows(tiny_settings, tmp_path, monkeypatch):
+    import base64
+
+    from IPython.display import Image, Markdown
+
+    from decorr_lite import bank
+    from decorr_lite.train import train_ssl
+
+    panel = widgets.TrainPanel("vicreg", draw=lambda result: plots.new_axes(1)[0], settings=tiny_settings)
+    assert isinstance(panel.snapshot(), Markdown) and "not trained yet" in panel.snapshot().data
+    monkeypatch.setenv("DECORR_BANK", str(tmp_path / "bank"))
+    bank.save_entry("tiny", train_ssl(**tiny_settings, cache=False, progress=False))
+    shown = widgets.TrainPanel("vicreg", draw=lambda result: plots.new_axes(1)[0], settings=tiny_settings)
+    image = shown.snapshot()
+    assert isinstance(image, Image) and image.data == base64.b64decode(shown.output.outputs[0]["data"]["image/png"])
+    assert image.data.startswith(b"\x89PNG")
+
+
+def test_terms_figure_draws_each_term_of_each_run_dashed_when_off(tiny_runs):
+    fig = plots.terms_figure(tiny_runs, ("invariance", "variance", "covariance"))
+    assert len(fig.axes) == 3
+    cov_axis = fig.axes[2]
+    lines = {line.get_label(): line for line in cov_axis.lines}
+    assert set(lines) == {"full", "covariance off (off)"}
+    assert lines["covariance off (off)"].get_linestyle() == "--" and lines["full"].get_linestyle() == "-"
+    np.testing.assert_allclose(lines["full"].get_ydata(), tiny_runs["full"].series("covariance"))
+
+
+def test_collapse_map_puts_each_run_at_its_final_std_and_rank(tiny_runs):
+    fig, axes = plots.new_axes(1)
+    plots.collapse_map(axes[0], tiny_runs)
+    points = np.concatenate([c.get_offsets() for c in axes[0].collections])
+    expected = [[r.final["median_std"], r.final["effective_rank"]] for r in tiny_runs.values()]
+    np.testing.assert_allclose(points, expected)
+    run = tiny_runs["full"]
+    assert any(np.allclose(line.get_ydata(), 0.05 * min(run.final["query_size"], run.config["dim"])) for line in axes[0].lines)
+    assert any(np.allclose(line.get_xdata(), 0.05) for line in axes[0].lines)
