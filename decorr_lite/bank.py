@@ -23,7 +23,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -105,12 +104,16 @@ def lookup(config: TrainConfig, folder: Path | None = None) -> TrainResult | Non
 
 def load_entry(name: str, folder: Path | None = None) -> TrainResult:
     """One bank entry as a ``TrainResult`` (``from_bank`` set; arrays as stored, float32)."""
-    folder = folder or bank_dir()
+    return _load_with_key(name, folder or bank_dir())[0]
+
+
+def _load_with_key(name: str, folder: Path) -> tuple[TrainResult, str]:
+    """The entry and the key it was stored under, from one read of its files."""
     metrics = json.loads((folder / f"{name}.json").read_text())
     with np.load(folder / f"{name}.npz") as arrays:
         arrays = dict(arrays)
     return TrainResult(metrics["config"], metrics["history"], metrics["final"], arrays,
-                       from_cache=True, from_bank=True)
+                       from_cache=True, from_bank=True), metrics["key"]
 
 
 def _compact(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -159,8 +162,7 @@ def check(folder: Path | None = None) -> list[str]:
             problems.append(f"{name}: missing from the bank; {fix}")
             continue
         try:
-            run = load_entry(name, folder)
-            stored = json.loads((folder / f"{name}.json").read_text())["key"]
+            run, stored = _load_with_key(name, folder)
         except (OSError, ValueError, KeyError) as err:
             problems.append(f"{name}: does not load ({type(err).__name__}: {err}); {fix}")
             continue
@@ -199,12 +201,6 @@ def build(names: list[str] | None = None, *, folder: Path | None = None, progres
 def size_bytes(folder: Path | None = None) -> int:
     """The bank's size on disk."""
     return sum(p.stat().st_size for p in (folder or bank_dir()).glob("*") if p.is_file())
-
-
-def copy_to(destination: Path, folder: Path | None = None) -> Path:
-    """A copy of the bank (for tests that alter it)."""
-    shutil.copytree(folder or bank_dir(), destination)
-    return destination
 
 
 __all__ = ["bank_runs", "bank_config", "lookup", "load_entry", "check", "build", "term_combinations"]

@@ -90,12 +90,14 @@ def train_runs(runs: dict[str, dict], settings: dict) -> dict[str, TrainResult]:
     width = max(map(len, runs), default=0)
     for label, fields in runs.items():
         config = TrainConfig(**{**settings, **fields})
-        if cached_run(config) is None:  # say so before the wait: a new run trains from the data
+        run = cached_run(config)
+        if run is None:  # say so before the wait: a new run trains from the data
             from .paths import data_dir
 
             print(f"{label:{width}s}  not in the run bank or your run cache: training it from CIFAR-10 in "
                   f"{data_dir(config.data_root)} (about a minute on 2 CPU cores with native bf16)", flush=True)
-        run = results[label] = train_ssl(config, progress=False)
+            run = train_ssl(config, progress=False)
+        results[label] = run
         print(f"{label:{width}s}  {run.final['seconds']:4.0f} s to train and evaluate{_origin(run)}")
     return results
 

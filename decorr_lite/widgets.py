@@ -52,9 +52,14 @@ def _show(output, fig) -> None:
     the image in the output, and an open figure would be drawn a second time below the cell.
     The output's contents are set directly, not captured with ``with output:``, which works only
     from the kernel's main thread: a panel's background training draws from its own thread."""
-    output.outputs = ({"output_type": "display_data", "metadata": {},
-                       "data": {"image/png": plots.png_base64(fig), "text/plain": repr(fig)}},)
+    output.outputs = (_png_output(fig),)
     plots.close(fig)
+
+
+def _png_output(fig) -> dict:
+    """The figure as a notebook display output (what an Output widget's ``outputs`` holds)."""
+    return {"output_type": "display_data", "metadata": {},
+            "data": {"image/png": plots.png_base64(fig), "text/plain": repr(fig)}}
 
 
 class TermPanel:
@@ -421,8 +426,7 @@ class TrainPanel:
         key = (run_key(_config_of(result)), at)
         if key not in self._images:
             figure = self.draw(result) if at is None else self.draw(result, at)
-            image = {"output_type": "display_data", "metadata": {},
-                     "data": {"image/png": plots.png_base64(figure), "text/plain": repr(figure)}}
+            image = _png_output(figure)
             plots.close(figure)
             self._images[key] = (figure, image)
         return self._images[key]

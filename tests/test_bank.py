@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ PACKAGE_BANK = Path(bank.__file__).parent / "bank"
 @pytest.fixture
 def bank_copy(tmp_path, monkeypatch) -> Path:
     """A copy of the shipped bank, which the test may damage, read in place of the real one."""
-    folder = bank.copy_to(tmp_path / "bank", PACKAGE_BANK)
+    folder = Path(shutil.copytree(PACKAGE_BANK, tmp_path / "bank"))
     monkeypatch.setenv("DECORR_BANK", str(folder))
     return folder
 

@@ -20,6 +20,7 @@ folder that cannot be written only turns caching off (with a warning).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -213,6 +214,18 @@ def _download_or_explain(directory: Path, download: bool, progress: bool) -> Sou
     return Source("official-archive", dest)
 
 
+def _digest(path: Path, algorithm: str) -> str:
+    """``file_digest``, computed once per file version: loading both splits and recording a
+    run's provenance would otherwise hash the same archive three times."""
+    stat = path.stat()
+    return _digest_of_version(str(path), stat.st_size, stat.st_mtime_ns, algorithm)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest_of_version(path: str, size: int, mtime_ns: int, algorithm: str) -> str:
+    return file_digest(Path(path), algorithm)
+
+
 def describe_source(root: str | os.PathLike | None = None) -> dict:
     """Which copy of CIFAR-10 ``root`` (default ``$DECORR_DATA``, else ``data/``) holds, for a
     run's record: its kind, its file or folder name, and a checksum of its content (sha256 of an
@@ -222,7 +235,7 @@ def describe_source(root: str | os.PathLike | None = None) -> dict:
     if source is None:
         return {"kind": None, "name": None, "checksum": None}
     if source.kind in ("official-archive", "image-archive"):
-        checksum = "sha256:" + file_digest(source.path, "sha256")
+        checksum = "sha256:" + _digest(source.path, "sha256")
     else:
         checksum = "listing:" + _source_key(source, "train")[:32]
     return {"kind": source.kind, "name": source.path.name, "checksum": checksum}
@@ -331,7 +344,7 @@ def _source_key(source: Source, split: str) -> str:
     h = hashlib.sha256(f"format={CACHE_FORMAT};kind={source.kind};split={split};".encode())
     path = source.path
     if source.kind == "official-archive":
-        md5 = file_digest(path, "md5")
+        md5 = _digest(path, "md5")
         if md5 != ARCHIVE_MD5:
             raise CorruptDataError(
                 f"{path} has md5 {md5}, expected {ARCHIVE_MD5}: the archive is corrupt or "
@@ -339,7 +352,7 @@ def _source_key(source: Source, split: str) -> str:
             )
         h.update(md5.encode())
     elif source.kind == "image-archive":
-        digest = file_digest(path, "sha256")
+        digest = _digest(path, "sha256")
         expected = KNOWN_IMAGE_ARCHIVES.get(path.name)
         if expected is not None and digest != expected:
             raise CorruptDataError(
