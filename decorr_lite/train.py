@@ -53,8 +53,9 @@ WEIGHTS = {
 }
 # Part of every cache key: bump it when a change to this file changes the numbers of a run.
 # 4: the relaxed sums are normalised before the power (rounding-level changes); 5: the evaluation
-# points use subsets of the final evaluation's sets, BatchNorm re-estimated on bn_images of its bank
-RUN_FORMAT = 5
+# points use subsets of the final evaluation's sets, BatchNorm re-estimated on bn_images of its bank;
+# 6: the dimensional-collapse verdict reads the leading direction's share of the variance
+RUN_FORMAT = 6
 
 
 def classroom_settings(quick: bool = False) -> dict:
@@ -112,12 +113,12 @@ def _origin(run: "TrainResult") -> str:
 
 def summary_table(runs: dict) -> str:
     """A plain-text table of the final numbers of labelled runs (``{label: TrainResult}``)."""
-    rows = [("run", "steps", "s/step", "kNN", "probe", "eff. rank", "median std", "verdict")]
+    rows = [("run", "steps", "s/step", "kNN", "probe", "eff. rank", "lead. share", "median std", "verdict")]
     for label, run in runs.items():
         f = run.final
         rows.append((label, str(f["steps"]), f"{f['seconds_per_step']:.2f}", f"{f['knn_top1']:.3f}",
-                     f"{f['linear_probe_top1']:.3f}", f"{f['effective_rank']:.1f}", f"{f['median_std']:.3f}",
-                     f["verdict"]))
+                     f"{f['linear_probe_top1']:.3f}", f"{f['effective_rank']:.1f}", f"{f['leading_share']:.3f}",
+                     f"{f['median_std']:.3f}", f["verdict"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     last = len(rows[0]) - 1
     lines = ["  ".join(c.ljust(w) if i in (0, last) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
@@ -582,6 +583,7 @@ def _evaluate(model, config, device, bank, queries, calibration, probe_views, pr
     scalars = {
         "knn_top1": diagnostics.knn_accuracy(bank_f, bank_y, query_f, query_y, k=config.knn_k),
         "effective_rank": report.effective_rank,
+        "leading_share": report.leading_share,
         "median_std": report.median_std,
         "min_std": report.min_std,
         "fraction_below_margin": report.fraction_below_margin,
@@ -784,6 +786,7 @@ def _final_evaluation(model, config, device, bank, queries, calibration, precisi
         "knn_top1": knn,
         "linear_probe_top1": diagnostics.linear_probe(bank_f, bank_y, query_f, query_y, seed=config.seed),
         "effective_rank": report.effective_rank,
+        "leading_share": report.leading_share,
         "median_std": report.median_std,
         "min_std": report.min_std,
         "fraction_below_margin": report.fraction_below_margin,

@@ -114,7 +114,8 @@ def toy_figure(run: ToyRun, margin: float = 1.0):
     plots.spectrum(axes[2], run.z1)
     report = run.report
     fig.suptitle(f"{report.verdict}: median std {report.median_std:.2f}, effective rank "
-                 f"{report.effective_rank:.1f} of {report.max_rank}", fontsize=10)
+                 f"{report.effective_rank:.1f} of {report.max_rank}, leading direction "
+                 f"{report.leading_share:.0%}", fontsize=10)
     fig.tight_layout()
     return fig
 

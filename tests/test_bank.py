@@ -196,6 +196,6 @@ def test_every_bank_run_s_curves_agree_with_its_table():
     for name in bank.bank_runs():
         run = bank.load_entry(name, PACKAGE_BANK)
         assert run.config["eval_bank"] == run.config["final_bank"] and run.config["eval_queries"] == run.config["final_queries"]
-        for key in ("knn_top1", "effective_rank", "median_std", "verdict"):
+        for key in ("knn_top1", "effective_rank", "leading_share", "median_std", "verdict"):
             assert run.history[-1][key] == run.final[key], (name, key)
             assert run.history[0][key] == untrained[key], (name, key)

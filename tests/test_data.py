@@ -330,3 +330,29 @@ def test_shared_copy(monkeypatch):
     train, train_labels = load_cifar10("train", root=root, download=False, progress=False)
     assert train.shape == (50000, 3, 32, 32) and torch.bincount(train_labels).tolist() == [5000] * 10
     assert len(CLASSES) == 10
+
+
+# --------------------------------------------------------------------------- sample images
+
+def test_sample_images_ship_with_the_package_for_a_machine_without_data(tmp_path, monkeypatch):
+    from decorr_lite.data import samples
+
+    monkeypatch.setenv("DECORR_DATA", str(tmp_path))  # an empty folder: no dataset
+    images, labels, source = samples.sample_images(per_class=2)
+    assert source == "shipped samples" and images.dtype == torch.uint8 and images.shape == (20, 3, 32, 32)
+    assert labels.tolist() == [c for c in range(10) for _ in range(2)]
+    assert len({images[i].numpy().tobytes() for i in range(20)}) == 20  # twenty different images
+    one, one_labels, _ = samples.sample_images(per_class=1)
+    assert torch.equal(one, images[::2]) and one_labels.tolist() == list(range(10))
+    with pytest.raises(ValueError, match="only 2 images per class ship"):
+        samples.sample_images(per_class=3)
+
+
+def test_sample_images_come_from_the_dataset_when_there_is_one(tiny_cifar):
+    from decorr_lite.data import samples
+
+    images, labels, source = samples.sample_images(per_class=1, root=tiny_cifar)
+    test_images, test_labels = load_cifar10("test", tiny_cifar, download=False, progress=False)
+    assert source == "dataset" and labels.tolist() == list(range(10))
+    first = [int((test_labels == c).nonzero()[0]) for c in range(10)]
+    assert torch.equal(images, test_images[first])

@@ -88,6 +88,50 @@ def test_collapse_report_verdicts():
     assert "dimensional collapse" in str(report) and report.as_dict()["max_rank"] == 64
 
 
+def shaped_cloud(n, d, variances, seed=0):
+    """(n, d) centred embeddings whose principal variances are exactly ``variances`` (padded
+    with zeros to d), in random orthonormal directions."""
+    k = len(variances)
+    left = orthonormal(n, k, seed) * math.sqrt(n - 1)  # unit-variance, uncorrelated columns
+    right = orthonormal(d, k, seed + 1).T
+    return left * torch.tensor(variances, dtype=torch.float64).sqrt() @ right
+
+
+def test_leading_share_against_numpy_pca():
+    z = torch.randn(300, 12, generator=torch.Generator().manual_seed(7), dtype=torch.float64) * torch.arange(1, 13)
+    x = z.numpy() - z.numpy().mean(0)
+    eigenvalues = np.linalg.eigvalsh(x.T @ x / (len(x) - 1))  # the PCA of the textbook
+    assert dg.leading_share(z) == pytest.approx(eigenvalues.max() / eigenvalues.sum(), rel=1e-10)
+    assert dg.leading_share(7.5 * z) == pytest.approx(dg.leading_share(z), rel=1e-12)  # scale-free
+    assert dg.leading_share(torch.ones(10, 3)) == 1.0  # no spread: a point
+
+
+def test_dimensional_collapse_means_the_same_share_at_any_d():
+    # The same spectrum shape (one direction with 60 % of the variance, the rest spread evenly)
+    # is dimensional collapse at d = 8 and at d = 1024; a spectrum whose leading direction holds
+    # 20 % is healthy at both, although at d = 1024 its effective rank is a few % of d.
+    for d in (8, 1024):
+        collapsed = shaped_cloud(4000, d, [0.6] + [0.4 / 6] * 6)
+        healthy = shaped_cloud(4000, d, [0.2] + [0.8 / 6] * 6)
+        report_c, report_h = dg.collapse_report(collapsed, margin=0.01), dg.collapse_report(healthy, margin=0.01)
+        assert report_c.leading_share == pytest.approx(0.6, rel=1e-9) and report_c.verdict == "dimensional collapse"
+        assert report_h.leading_share == pytest.approx(0.2, rel=1e-9) and report_h.verdict == "healthy"
+    assert report_h.rank_fraction < 0.01  # the rule a fraction of d would have flagged
+
+
+def test_a_round_cloud_in_few_dimensions_is_healthy_and_a_line_is_not():
+    for d in (2, 3, 4):
+        round_cloud = shaped_cloud(1000, d, [1.0] * d)
+        assert dg.collapse_report(round_cloud).verdict == "healthy", d  # share 1/d, above 0.3 for d <= 3
+        line = shaped_cloud(1000, d, [1.0] + [1e-4] * (d - 1))
+        assert dg.collapse_report(line).verdict == "dimensional collapse", d
+
+
+def test_collapse_report_rejects_a_share_of_one_or_more():
+    with pytest.raises(ValueError, match="dimensional_above is a share"):
+        dg.collapse_report(torch.randn(20, 4), dimensional_above=1.0)
+
+
 def test_collapse_report_margin_scales_the_threshold():
     z = 0.3 * torch.randn(1000, 16, generator=torch.Generator().manual_seed(5))
     assert dg.collapse_report(z, margin=1.0).verdict == "healthy"

@@ -6,6 +6,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -34,14 +36,19 @@ def test_count_penalties_matches_the_relaxed_sums(d, b):
         assert plots.count_penalties(d, b) == d * (d - 1)
 
 
-def test_wrapped_diagonals_colours_one_group_per_sum():
+@pytest.mark.parametrize("d, b", [(12, 1), (12, 4), (12, 12), (12, 6), (40, 40)])
+def test_wrapped_diagonals_one_colour_inside_one_block_is_one_sum(d, b):
     fig, axes = plots.new_axes(1)
-    plots.wrapped_diagonals(axes[0], 6, 3)
-    colours = axes[0].images[0].get_array()
+    plots.wrapped_diagonals(axes[0], d, b)
+    image = axes[0].images[0]
+    colours = image.get_array()
     assert colours.mask.diagonal().all()  # the main diagonal is left out
-    # each (block pair, shift) is one colour: the number of distinct colours is the number of sums + the
-    # main-diagonal shift-0 groups that lost all their entries to the mask
-    assert len(np.unique(colours.compressed())) == plots.count_penalties(6, 3)
+    # (block pair, drawn colour) groups, counted from the pixels: exactly the penalised sums
+    rgba = image.to_rgba(colours)
+    groups = {(i // b, j // b, tuple(np.round(rgba[i, j], 6))) for i in range(d) for j in range(d) if i != j}
+    assert len(groups) == plots.count_penalties(d, b)
+    # the block boundaries are drawn, so that "inside one block" can be seen
+    assert len(axes[0].lines) == 2 * (math.ceil(d / b) - 1)
 
 
 def test_matrix_uses_symmetric_limits_centred_at_zero():
@@ -139,11 +146,12 @@ def test_matrices_figure_shows_the_recorded_step(tiny_runs):
     fig = plots.matrices_figure(run, 0)
     assert fig.get_suptitle().startswith("step 0")
     images = [ax.images[0].get_array() for ax in fig.axes if ax.images]
-    np.testing.assert_allclose(images[0], run.arrays["covariance"][0])
+    cov = run.arrays["covariance"][0]
+    np.testing.assert_allclose(images[0], cov / np.diag(cov).mean())  # relative to the mean variance
     np.testing.assert_allclose(images[1], run.arrays["cross_correlation"][0])
     np.testing.assert_allclose(images[2], np.eye(6))
-    lim = images[1].max(), -images[1].min()
-    assert fig.axes[1].images[0].get_clim()[1] >= max(lim)  # symmetric, covers the data
+    # one colour scale, -1 to 1, for every matrix of every run and step
+    assert all(ax.images[0].get_clim() == (-1.0, 1.0) for ax in fig.axes if ax.images)
     # the curves stop at the chosen step: one point at step 0, all three at the last step
     curves = [ax for ax in fig.axes if len(ax.lines) == 3][0]
     assert all(len(line.get_xdata()) == 1 for line in curves.lines)
@@ -152,6 +160,27 @@ def test_matrices_figure_shows_the_recorded_step(tiny_runs):
     curves = [ax for ax in last.axes if len(ax.lines) == 3][0]
     np.testing.assert_allclose(curves.lines[0].get_ydata(), run.series("cov_offdiag_relative"))
     np.testing.assert_allclose(curves.lines[2].get_ydata(), run.series("corr_diag_rms_error"))
+
+
+def test_collapse_matrices_share_one_colour_scale_and_show_the_last_step(tiny_runs):
+    fig = plots.collapse_matrices(tiny_runs)
+    heatmaps = [ax for ax in fig.axes if ax.images]
+    assert len(heatmaps) == 2 * len(tiny_runs)
+    assert all(ax.images[0].get_clim() == (-1.0, 1.0) for ax in heatmaps)
+    run = tiny_runs["full"]
+    np.testing.assert_allclose(heatmaps[len(tiny_runs)].images[0].get_array(),  # row 2: C of the first run
+                               run.arrays["cross_correlation"][-1])
+    assert f"{run.history[-1]['cov_offdiag_relative']:.2f}" in heatmaps[0].get_title()
+
+
+def test_pipeline_figure_and_view_pairs_draw_what_they_say():
+    fig = plots.pipeline_figure(feature_dim=128, dim=1024)
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert "128-d" in texts and "d = 1024" in texts and "kNN" in texts and "effective rank" in texts
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    fig = plots.view_pairs(images, torch.zeros(3, 3, 32, 32), torch.zeros(3, 3, 32, 32), titles=["a", "b", "c"])
+    assert len([ax for ax in fig.axes if ax.images]) == 9
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), images[0].permute(1, 2, 0).numpy() / 255, atol=1e-6)
 
 
 def test_train_panel_trains_caches_and_toggles(tiny_settings):
@@ -344,12 +373,11 @@ def test_terms_figure_draws_each_term_of_each_run_dashed_when_off(tiny_runs):
     np.testing.assert_allclose(lines["full"].get_ydata(), tiny_runs["full"].series("covariance"))
 
 
-def test_collapse_map_puts_each_run_at_its_final_std_and_rank(tiny_runs):
+def test_collapse_map_puts_each_run_at_its_final_std_and_leading_share(tiny_runs):
     fig, axes = plots.new_axes(1)
     plots.collapse_map(axes[0], tiny_runs)
     points = np.concatenate([c.get_offsets() for c in axes[0].collections])
-    expected = [[r.final["median_std"], r.final["effective_rank"]] for r in tiny_runs.values()]
+    expected = [[r.final["median_std"], r.final["leading_share"]] for r in tiny_runs.values()]
     np.testing.assert_allclose(points, expected)
-    run = tiny_runs["full"]
-    assert any(np.allclose(line.get_ydata(), 0.05 * min(run.final["query_size"], run.config["dim"])) for line in axes[0].lines)
+    assert any(np.allclose(line.get_ydata(), 0.3) for line in axes[0].lines)
     assert any(np.allclose(line.get_xdata(), 0.05) for line in axes[0].lines)

@@ -198,7 +198,7 @@ def test_knn_rejects_nan_features():
         diagnostics.knn_accuracy(x, torch.arange(10) % 2, bad, torch.arange(10) % 2, k=3)
 
 
-@pytest.mark.parametrize("name", ["margin", "complete_below", "dimensional_below"])
+@pytest.mark.parametrize("name", ["margin", "complete_below", "dimensional_above"])
 def test_collapse_report_rejects_nan_thresholds(name):
     with pytest.raises(ValueError, match=f"{name} must be a finite number"):
         diagnostics.collapse_report(torch.randn(20, 4), **{name: float("nan")})
