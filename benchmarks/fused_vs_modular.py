@@ -22,7 +22,6 @@ import torch
 
 from decorr_lite import barlow_twins_loss, vicreg_loss
 from decorr_lite.benchmark import alternate
-from decorr_lite.losses import _fused
 
 LOSSES = {"barlow": barlow_twins_loss, "vicreg": vicreg_loss}
 
@@ -33,23 +32,31 @@ def time_pair(loss: str, n: int, d: int, block_size: int | None, pairs: int) -> 
     z2 = (z1 + 0.5 * torch.randn(n, d, generator=g)).requires_grad_()
     z1.requires_grad_()
     permutation = torch.randperm(d, generator=g)
-    supported = _fused.supported
 
     def step(fused: bool):
-        _fused.supported = supported if fused else (lambda z: False)
-        try:
-            z1.grad = z2.grad = None
-            LOSSES[loss](z1, z2, method="fft", block_size=block_size, permutation=permutation,
-                         check_finite=False).backward()
-        finally:
-            _fused.supported = supported
+        z1.grad = z2.grad = None
+        LOSSES[loss](
+            z1,
+            z2,
+            method="fft",
+            block_size=block_size,
+            permutation=permutation,
+            check_finite=False,
+            impl="fused" if fused else "modular",
+        ).backward()
 
     (fused, modular), (fused_faults, modular_faults) = alternate([lambda: step(True), lambda: step(False)], pairs)
     times, faults = {"fused": fused, "modular": modular}, {"fused": fused_faults, "modular": modular_faults}
-    return {"loss": loss, "n": n, "d": d, "block_size": block_size or d, "times": times,
-            "median_faults": {k: statistics.median(v) for k, v in faults.items()},
-            "median_speedup": statistics.median(times["modular"]) / statistics.median(times["fused"]),
-            "min_speedup": min(times["modular"]) / min(times["fused"])}
+    return {
+        "loss": loss,
+        "n": n,
+        "d": d,
+        "block_size": block_size or d,
+        "times": times,
+        "median_faults": {k: statistics.median(v) for k, v in faults.items()},
+        "median_speedup": statistics.median(times["modular"]) / statistics.median(times["fused"]),
+        "min_speedup": min(times["modular"]) / min(times["fused"]),
+    }
 
 
 def main(argv=None) -> int:
@@ -63,21 +70,30 @@ def main(argv=None) -> int:
 
     rows = []
     print(f"forward+backward, n = {args.n}, CPU, {torch.get_num_threads()} threads; times in ms")
-    print(f"{'loss':>7} {'d':>6} {'b':>6} {'fused median':>13} {'modular median':>15} {'speed-up':>9} "
-          f"{'fused min':>10} {'modular min':>12} {'speed-up':>9} {'faults/pass fused':>18} {'modular':>8}")
+    print(
+        f"{'loss':>7} {'d':>6} {'b':>6} {'fused median':>13} {'modular median':>15} {'speed-up':>9} "
+        f"{'fused min':>10} {'modular min':>12} {'speed-up':>9} {'faults/pass fused':>18} {'modular':>8}"
+    )
     for loss in LOSSES:
         for d in args.dims:
             for b in args.block_sizes:
                 r = time_pair(loss, args.n, d, b or None, args.pairs)
                 rows.append(r)
                 f, m = r["times"]["fused"], r["times"]["modular"]
-                print(f"{loss:>7} {d:>6} {r['block_size']:>6} {statistics.median(f) * 1e3:13.1f} "
-                      f"{statistics.median(m) * 1e3:15.1f} {r['median_speedup']:9.2f} {min(f) * 1e3:10.1f} "
-                      f"{min(m) * 1e3:12.1f} {r['min_speedup']:9.2f} {r['median_faults']['fused']!s:>18} "
-                      f"{r['median_faults']['modular']!s:>8}", flush=True)
+                print(
+                    f"{loss:>7} {d:>6} {r['block_size']:>6} {statistics.median(f) * 1e3:13.1f} "
+                    f"{statistics.median(m) * 1e3:15.1f} {r['median_speedup']:9.2f} {min(f) * 1e3:10.1f} "
+                    f"{min(m) * 1e3:12.1f} {r['min_speedup']:9.2f} {r['median_faults']['fused']!s:>18} "
+                    f"{r['median_faults']['modular']!s:>8}",
+                    flush=True,
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "n": args.n,
-            "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])])}
+    meta = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "n": args.n,
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
+    }
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"wrote {args.out}")
     return 0

@@ -7,7 +7,11 @@ returns a 0-dim tensor that autograd differentiates.
 
 from . import losses
 from .losses import (
+    IMPLEMENTATIONS,
+    LOSSES,
     METHODS,
+    BarlowTwinsLoss,
+    VICRegLoss,
     barlow_twins_loss,
     barlow_twins_terms,
     batch_standardize,
@@ -15,10 +19,29 @@ from .losses import (
     covariance_loss,
     cross_correlation,
     invariance_loss,
+    loss_spec,
     variance_loss,
     vicreg_loss,
     vicreg_terms,
 )
 
-__version__ = "0.1.0"
-__all__ = list(losses.__all__)
+__version__ = "0.2.0"
+__all__ = [
+    "IMPLEMENTATIONS",
+    "LOSSES",
+    "METHODS",
+    "BarlowTwinsLoss",
+    "VICRegLoss",
+    "barlow_twins_loss",
+    "barlow_twins_terms",
+    "batch_standardize",
+    "circular_correlation",
+    "covariance_loss",
+    "cross_correlation",
+    "invariance_loss",
+    "loss_spec",
+    "losses",
+    "variance_loss",
+    "vicreg_loss",
+    "vicreg_terms",
+]

@@ -40,9 +40,8 @@ def value_and_grads(loss, z1, z2, **kwargs):
 
 
 def modular(monkeypatch, loss, z1, z2, **kwargs):
-    with monkeypatch.context() as patch:
-        patch.setattr(_fused, "supported", lambda z: False)
-        return value_and_grads(loss, z1, z2, **kwargs)
+    """The same call through the modular path (``impl="modular"``)."""
+    return value_and_grads(loss, z1, z2, **kwargs, impl="modular")
 
 
 @pytest.mark.parametrize("loss", sorted(LOSSES))
@@ -71,13 +70,11 @@ def test_fused_is_the_default_path_and_gives_the_same_terms(monkeypatch, loss):
     monkeypatch.setattr(_fused, "row_chunks", lambda *a: calls.append(a) or original(*a))
     if loss == "barlow":
         fused = dl.barlow_twins_terms(z1, z2, method="fft", block_size=5)
-        monkeypatch.setattr(_fused, "supported", lambda z: False)
-        reference = dl.barlow_twins_terms(z1, z2, method="fft", block_size=5)
+        reference = dl.barlow_twins_terms(z1, z2, method="fft", block_size=5, impl="modular")
     else:
         terms = ["variance", "covariance"]
         fused = dl.vicreg_terms(z1, z2, terms=terms, method="fft", block_size=5)
-        monkeypatch.setattr(_fused, "supported", lambda z: False)
-        reference = dl.vicreg_terms(z1, z2, terms=terms, method="fft", block_size=5)
+        reference = dl.vicreg_terms(z1, z2, terms=terms, method="fft", block_size=5, impl="modular")
     assert len(calls) == 1  # the first call went through the fused path, the second did not
     assert list(fused) == list(reference)
     for name in fused:
@@ -101,7 +98,9 @@ def test_fused_backward_twice_with_retain_graph(monkeypatch, loss, block_size):
     """A backward pass that frees the graph writes its gradients into the forward pass's buffers;
     with ``retain_graph`` it must leave them intact, so a second backward pass agrees."""
     z1, z2 = views(seed=8)
-    kwargs = dict(method="fft", block_size=block_size, permutation=torch.randperm(D, generator=torch.Generator().manual_seed(9)))
+    kwargs = dict(
+        method="fft", block_size=block_size, permutation=torch.randperm(D, generator=torch.Generator().manual_seed(9))
+    )
     expected = modular(monkeypatch, LOSSES[loss], z1, z2, **kwargs)[1:]
     chunk_rows(monkeypatch, 4)
     value = LOSSES[loss](z1, z2, **kwargs)
@@ -137,7 +136,6 @@ def test_fused_statistics_survive_a_large_offset(monkeypatch, loss):
     torch.testing.assert_close(actual.double(), expected.detach(), rtol=1e-3, atol=0)
 
 
-
 @pytest.mark.parametrize("loss", sorted(LOSSES))
 @pytest.mark.parametrize("block_size", [None, 5])
 def test_fused_gradients_survive_a_large_offset_as_well_as_the_modular_path(monkeypatch, loss, block_size):
@@ -146,7 +144,9 @@ def test_fused_gradients_survive_a_large_offset_as_well_as_the_modular_path(monk
     folding the raw mean of z instead of that of the views shifted by a sample would lose three
     digits here."""
     z1, z2 = views(seed=5, offset=1e3)
-    kwargs = dict(method="fft", block_size=block_size, permutation=torch.randperm(D, generator=torch.Generator().manual_seed(11)))
+    kwargs = dict(
+        method="fft", block_size=block_size, permutation=torch.randperm(D, generator=torch.Generator().manual_seed(11))
+    )
     exact = modular(monkeypatch, LOSSES[loss], z1, z2, **kwargs)[1:]
     single = [z.detach().float().requires_grad_() for z in (z1, z2)]
     reference = modular(monkeypatch, LOSSES[loss], *single, **kwargs)[1:]
@@ -156,10 +156,14 @@ def test_fused_gradients_survive_a_large_offset_as_well_as_the_modular_path(monk
         fused_error, modular_error = ((x.double() - e).norm() / e.norm() for x in (f, r))
         assert fused_error <= 1.5 * modular_error + 1e-6, (fused_error, modular_error)
 
-def test_fused_path_is_not_used_for_half_precision():
+
+def test_half_precision_is_upcast_and_takes_the_fused_path(monkeypatch):
     z1, z2 = (z.detach().to(torch.bfloat16) for z in views(seed=6))
-    assert not _fused.supported(z1)
+    calls = []
+    original = _fused.row_chunks
+    monkeypatch.setattr(_fused, "row_chunks", lambda *a: calls.append(a[2].dtype) or original(*a))
     assert torch.isfinite(dl.barlow_twins_loss(z1, z2, method="fft"))
+    assert calls == [torch.float32]  # computed in float32, by the fused path
 
 
 @pytest.mark.parametrize("loss", sorted(LOSSES))

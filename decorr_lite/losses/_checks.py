@@ -15,8 +15,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ._precision import is_transformed
-
-METHODS = ("exact", "gram", "fft")
+from .methods import METHODS
 
 
 def check_embeddings(z, name: str = "z", *, check_finite: bool = True, min_rows: int = 2) -> torch.Tensor:
@@ -44,9 +43,7 @@ def check_embeddings(z, name: str = "z", *, check_finite: bool = True, min_rows:
         )
     n, d = z.shape
     if n < min_rows:
-        raise ValueError(
-            f"{name} has n = {n} sample(s); batch statistics (variance, covariance) need n >= 2."
-        )
+        raise ValueError(f"{name} has n = {n} sample(s); batch statistics (variance, covariance) need n >= 2.")
     if d < 1:
         raise ValueError(f"{name} has d = 0 features; an embedding needs d >= 1.")
     # A full pass over the data (and a device sync on GPU): training loops that have already
@@ -86,9 +83,7 @@ def check_block_size(block_size, d: int) -> int:
     if not _is_integer(block_size):
         raise TypeError(f"block_size must be an integer in [1, d] or None; got {block_size!r}.")
     if not 1 <= block_size <= d:
-        raise ValueError(
-            f"block_size must be in [1, d] = [1, {d}] (1: exact, d: fully relaxed); got {block_size}."
-        )
+        raise ValueError(f"block_size must be in [1, d] = [1, {d}] (1: exact, d: fully relaxed); got {block_size}.")
     return int(block_size)
 
 
@@ -145,8 +140,7 @@ def check_permutation(permutation, d: int, device: torch.device) -> torch.Tensor
         valid = bool(seen.all())
     if not valid:
         raise ValueError(
-            f"permutation must contain every index 0..{d - 1} exactly once; "
-            "draw one with torch.randperm(d)."
+            f"permutation must contain every index 0..{d - 1} exactly once; draw one with torch.randperm(d)."
         )
     return permutation
 

@@ -87,7 +87,11 @@ def _code(value) -> int:
         return _NONE
     if isinstance(value, numbers.Real):
         return struct.unpack("<q", struct.pack("<d", float(value)))[0]
-    data = value.detach().cpu().to(torch.int64).numpy().tobytes() if isinstance(value, torch.Tensor) else repr(value).encode()
+    data = (
+        value.detach().cpu().to(torch.int64).numpy().tobytes()
+        if isinstance(value, torch.Tensor)
+        else repr(value).encode()
+    )
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "little", signed=True)
 
 
@@ -132,7 +136,9 @@ def agree(loss: str, arguments: dict, rows: int) -> list[int]:
     prefix = f"{loss} with gather_distributed=True:"
     failed = (table[:, 0] == _FAILED).nonzero().flatten().tolist()
     if failed:
-        raise ValueError(f"{prefix} rank(s) {failed} rejected their arguments (see the error there); no rank computed the loss.")
+        raise ValueError(
+            f"{prefix} rank(s) {failed} rejected their arguments (see the error there); no rank computed the loss."
+        )
     if bool((table[:, 1] != table[0, 1]).any()):
         raise ValueError(f"{prefix} the ranks called different losses or terms; every rank must make the same call.")
     differ = [name for i, name in enumerate(names) if bool((table[:, 3 + i] != table[0, 3 + i]).any())]

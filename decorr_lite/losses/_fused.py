@@ -41,18 +41,16 @@ On a GPU a single chunk (the whole batch) is used: there is no cache to stay in.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+
 from ._checks import first_order
 from ._matrix import block_power_sums
 from .circular import inverse_permutation, split_blocks
 from .cross_correlation import BATCHNORM_EPS
 
 CHUNK_BYTES = 4 * 2**20  # rows per chunk: about this much of one view, so a chunk's work stays in cache
-
-
-def supported(z: torch.Tensor) -> bool:
-    """The fused path handles float32 and float64 (half precision goes through the modular path)."""
-    return z.dtype in (torch.float32, torch.float64)
 
 
 def row_chunks(n: int, d: int, z: torch.Tensor) -> list[slice]:
@@ -105,31 +103,95 @@ def _scatter_back(grad, rows, inverse, out):
     return torch.gather(grad, 1, inverse.expand(grad.shape[0], -1), out=out[rows])
 
 
-class _Spectra:
-    """The block spectra of every row of one view, laid out for the sums that use them: one
-    tensor per chunk of c rows, made once and kept for the backward pass.
+class _OneBlock:
+    """The layout of b = d: spectra (c, 1, m), m = b // 2 + 1, the FFT's own output (writing the
+    FFT into a slice of a preallocated tensor, ``out=``, costs two extra copies); the sums over
+    rows are elementwise products, and a cross-spectrum is (1, 1, m)."""
 
-    One block (b = d): (c, 1, m), m = b // 2 + 1, the FFT's own output (writing the FFT into a
-    slice of a preallocated tensor, ``out=``, costs two extra copies), and the sums over rows are
-    elementwise products. Several blocks: (m, c, g), frequency first, so that each sum over rows
+    @staticmethod
+    def arrange(spectra: torch.Tensor) -> torch.Tensor:
+        """(c, g, m) spectra as the FFT gives them -> this layout."""
+        return spectra
+
+    @staticmethod
+    def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """sum over rows of conj(a[n, u, f]) * b[n, v, f]."""
+        return torch.linalg.vecdot(a, b, dim=0)[None]  # vecdot conjugates its first argument
+
+    @staticmethod
+    def frequency_first(cross: torch.Tensor) -> torch.Tensor:
+        """A cross-spectrum in this layout -> (m, g, g), a view."""
+        return cross.permute(2, 0, 1)
+
+    @staticmethod
+    def from_frequency_first(spectrum: torch.Tensor) -> torch.Tensor:
+        """(m, g, g) -> this layout: the inverse of ``frequency_first``."""
+        return spectrum.permute(1, 2, 0)
+
+    @staticmethod
+    def apply(spectra: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """out[n, v] = sum_u spectra[n, u] W[u, v], per frequency."""
+        return spectra * weights
+
+    @staticmethod
+    def mix(spectra, weights, constant, overwrite: bool) -> torch.Tensor:
+        """``apply`` plus ``constant``, as (c, g, m) spectra; ``overwrite`` writes over ``spectra``."""
+        if constant is None:
+            return spectra.mul_(weights) if overwrite else spectra * weights
+        return torch.addcmul(constant, spectra, weights, out=spectra if overwrite else None)
+
+
+class _ManyBlocks:
+    """The layout of g > 1 blocks: spectra (m, c, g), frequency first, so that each sum over rows
     or over blocks is a batched product of contiguous matrices (on permuted views, torch's CPU
-    matrix product copies every matrix first and takes three times as long).
-    """
+    matrix product copies every matrix first and takes three times as long); a cross-spectrum
+    is (m, g, g)."""
+
+    @staticmethod
+    def arrange(spectra: torch.Tensor) -> torch.Tensor:
+        return spectra.permute(2, 0, 1).contiguous()
+
+    @staticmethod
+    def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a.mH @ b
+
+    @staticmethod
+    def frequency_first(cross: torch.Tensor) -> torch.Tensor:
+        return cross
+
+    @staticmethod
+    def from_frequency_first(spectrum: torch.Tensor) -> torch.Tensor:
+        return spectrum
+
+    @staticmethod
+    def apply(spectra: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return spectra @ weights
+
+    @staticmethod
+    def mix(spectra, weights, constant, overwrite: bool) -> torch.Tensor:
+        # a matrix product cannot write over its input: ``overwrite`` does not apply
+        mixed = spectra @ weights if constant is None else torch.baddbmm(constant, spectra, weights)
+        # made contiguous here: the inverse FFT of the strided view is slower than the copy
+        return mixed.permute(1, 2, 0).contiguous()
+
+
+class _Spectra:
+    """The block spectra of every row of one view, one tensor per chunk of c rows, made once and
+    kept for the backward pass, in the layout (``_OneBlock`` or ``_ManyBlocks``) that makes the
+    sums over rows fastest."""
 
     def __init__(self, z: torch.Tensor, block_size: int, chunks: list[slice], saved: list[torch.Tensor] | None = None):
         self.block_size, self.d = block_size, z.shape[1]
-        self.single = block_size >= self.d
-        saved = saved or []
-        self.parts = {rows.start: part for rows, part in zip(chunks, saved)}  # chunk start -> spectra
+        self.layout = _OneBlock if block_size >= self.d else _ManyBlocks
+        self.parts = {rows.start: part for rows, part in zip(chunks, saved or [])}  # chunk start -> spectra
 
     def tensors(self) -> list[torch.Tensor]:
         """What ``ctx.save_for_backward`` keeps; ``_Spectra(..., saved=)`` takes it back."""
         return list(self.parts.values())
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """The spectra of the (c, d) rows x, block by block (zero-padded), in this layout."""
-        spectra = torch.fft.rfft(split_blocks(x, self.block_size), dim=-1)  # (c, g, m)
-        return spectra if self.single else spectra.permute(2, 0, 1).contiguous()
+        """The spectra of the (c, d) rows x, block by block (zero-padded), in the layout."""
+        return self.layout.arrange(torch.fft.rfft(split_blocks(x, self.block_size), dim=-1))
 
     def store(self, rows: slice, x: torch.Tensor) -> None:
         """Transform and keep x, the rows ``rows`` of the view."""
@@ -139,44 +201,31 @@ class _Spectra:
         return self.parts[rows.start]
 
     def product(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """sum over rows of conj(a[n, u, f]) * b[n, v, f] for spectra in this layout: (1, 1, m)
-        for one block, (m, g, g) for several."""
-        if self.single:
-            return torch.linalg.vecdot(a, b, dim=0)[None]  # vecdot conjugates its first argument
-        return a.mH @ b
+        """sum over rows of conj(a[n, u, f]) * b[n, v, f] for spectra in the layout."""
+        return self.layout.product(a, b)
 
     def cross(self, other: _Spectra, rows: slice) -> torch.Tensor:
         """``product`` of this view's and the other's spectra of ``rows``."""
         return self.product(self.rows(rows), other.rows(rows))
 
     def frequency_first(self, cross: torch.Tensor) -> torch.Tensor:
-        """A cross-spectrum in this layout -> (m, g, g), a view."""
-        return cross.permute(2, 0, 1) if self.single else cross
+        """A cross-spectrum in the layout -> (m, g, g), a view."""
+        return self.layout.frequency_first(cross)
 
     def weights(self, spectrum: torch.Tensor) -> torch.Tensor:
-        """(m, g, g) -> this layout (the inverse of ``frequency_first``), contiguous and without
-        a lazy conjugation, ready for the products of every chunk."""
-        spectrum = spectrum.permute(1, 2, 0) if self.single else spectrum
-        return spectrum.resolve_conj().contiguous()
+        """(m, g, g) -> the layout, contiguous and without a lazy conjugation, ready for the
+        products of every chunk."""
+        return self.layout.from_frequency_first(spectrum).resolve_conj().contiguous()
 
     def apply(self, spectra: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """out[n, v] = sum_u spectra[n, u] W[u, v], per frequency, for weights W in this layout
-        (``frequency_first``)."""
-        return spectra * weights if self.single else spectra @ weights
+        """out[n, v] = sum_u spectra[n, u] W[u, v], per frequency, for weights from ``weights``."""
+        return self.layout.apply(spectra, weights)
 
     def mix(self, rows: slice, weights: torch.Tensor, constant: torch.Tensor | None = None, overwrite=False):
         """The spectra (c, g, m) of the rows' gradient: ``apply`` to the stored spectra of
         ``rows``, plus ``constant`` (the spectrum of a term that is the same in every row) if
-        given. ``overwrite`` reuses the stored spectra's memory for the result (one block; a
-        matrix product cannot write over its input)."""
-        spectra = self.rows(rows)
-        if self.single:
-            if constant is None:
-                return spectra.mul_(weights) if overwrite else spectra * weights
-            return torch.addcmul(constant, spectra, weights, out=spectra if overwrite else None)
-        mixed = spectra @ weights if constant is None else torch.baddbmm(constant, spectra, weights)
-        # made contiguous here: the inverse FFT of the strided view is slower than the copy
-        return mixed.permute(1, 2, 0).contiguous()
+        given. ``overwrite`` reuses the stored spectra's memory for the result where it can."""
+        return self.layout.mix(self.rows(rows), weights, constant, overwrite)
 
     def signal(self, spectrum: torch.Tensor) -> torch.Tensor:
         """(c, g, m) spectra -> (c, d) real rows, dropping the padding of the last block."""
@@ -238,10 +287,53 @@ def _sums_gradient(cross, saved, grad_pairs, grad_diagonal, block_size: int, exp
     return gradient
 
 
-def _halves(saved: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The saved spectra of the two views (``_Spectra.tensors`` of each, one after the other)."""
-    half = len(saved) // 2
-    return saved[:half], saved[half:]
+class _BarlowTwinsSaved(NamedTuple):
+    """What ``RelaxedBarlowTwins`` keeps for its backward pass, besides the views' spectra."""
+
+    z1: torch.Tensor
+    z2: torch.Tensor
+    a: torch.Tensor  # the standardised views, features permuted
+    b: torch.Tensor
+    permutation: torch.Tensor | None
+    inverse: torch.Tensor | None
+    cross: torch.Tensor  # (m, g, g) cross-spectrum
+    power_saved: torch.Tensor  # what ``_sums_gradient`` needs from ``_power_sums``
+    scale: torch.Tensor
+    mean1: torch.Tensor
+    inv_std1: torch.Tensor
+    mean2: torch.Tensor
+    inv_std2: torch.Tensor
+
+
+class _VICRegSaved(NamedTuple):
+    """What ``RelaxedVICReg`` keeps for its backward pass, besides the views' spectra."""
+
+    x1: torch.Tensor  # the views, features permuted and shifted by their first row
+    x2: torch.Tensor
+    permutation: torch.Tensor | None
+    inverse: torch.Tensor | None
+    offset: torch.Tensor  # z1 - z2 = x1 - x2 + offset
+    scale: torch.Tensor
+    mean1: torch.Tensor  # the means of x1 and x2
+    mean2: torch.Tensor
+    mean_spectrum1: torch.Tensor
+    mean_spectrum2: torch.Tensor
+    cross1: torch.Tensor  # (m, g, g) auto-spectra of the centred views
+    cross2: torch.Tensor
+    power_saved1: torch.Tensor
+    power_saved2: torch.Tensor
+
+
+def _save(ctx, saved: NamedTuple, spectra: tuple[_Spectra, _Spectra]) -> None:
+    ctx.save_for_backward(*saved, *spectra[0].tensors(), *spectra[1].tensors())
+
+
+def _restore(ctx, kind: type, like: torch.Tensor) -> tuple:
+    """The named tensors ``_save`` kept, and the two views' spectra rebuilt around theirs."""
+    tensors = ctx.saved_tensors
+    saved, rest = kind(*tensors[: len(kind._fields)]), tensors[len(kind._fields) :]
+    half = len(rest) // 2
+    return saved, tuple(_Spectra(like, ctx.block_size, ctx.chunks, list(part)) for part in (rest[:half], rest[half:]))
 
 
 def _inverse(permutation: torch.Tensor | None) -> torch.Tensor | None:
@@ -280,23 +372,22 @@ class RelaxedBarlowTwins(torch.autograd.Function):
         cross = f1.frequency_first(cross)
         pairs, diagonal, power_saved = _power_sums(cross, block_size, exponent, scale)
         ctx.block_size, ctx.exponent, ctx.chunks = block_size, exponent, chunks
-        ctx.save_for_backward(
-            z1, z2, a, b, permutation, inverse, cross, power_saved, scale, *stats, *f1.tensors(), *f2.tensors()
-        )
+        _save(ctx, _BarlowTwinsSaved(z1, z2, a, b, permutation, inverse, cross, power_saved, scale, *stats), spectra)
         return (c_diag if inverse is None else c_diag[inverse]), pairs, diagonal
 
     @staticmethod
-    @first_order("Barlow Twins with method=\"fft\"")
+    @first_order('Barlow Twins with method="fft"')
     def backward(ctx, grad_diag, grad_pairs, grad_diagonal):
-        z1, z2, a, b, permutation, inverse, cross, power_saved, scale, mean1, inv_std1, mean2, inv_std2, *saved = (
-            ctx.saved_tensors
-        )
+        saved, (f1, f2) = _restore(ctx, _BarlowTwinsSaved, ctx.saved_tensors[2])
+        a, b, permutation, inverse = saved.a, saved.b, saved.permutation, saved.inverse
         n, d = a.shape
-        f1, f2 = (_Spectra(a, ctx.block_size, ctx.chunks, part) for part in _halves(saved))
-        scales = (inv_std1, inv_std2) if permutation is None else (inv_std1[permutation], inv_std2[permutation])
+        inv_stds = (saved.inv_std1, saved.inv_std2)
+        scales = inv_stds if permutation is None else tuple(s[permutation] for s in inv_stds)
         if permutation is not None:
             grad_diag = grad_diag[permutation]
-        grad = _sums_gradient(cross, power_saved, grad_pairs, grad_diagonal, ctx.block_size, ctx.exponent, scale)
+        grad = _sums_gradient(
+            saved.cross, saved.power_saved, grad_pairs, grad_diagonal, ctx.block_size, ctx.exponent, saved.scale
+        )
         # dL/dF1[n, u] = sum_v conj(G[u, v]) F2[n, v] and dL/dF2[n, v] = sum_u G[u, v] F1[n, u]
         weights = (f1.weights(grad.mH), f1.weights(grad))
         # Each chunk of a and b is last read just before its gradients are written: they can
@@ -318,7 +409,8 @@ class RelaxedBarlowTwins(torch.autograd.Function):
                 _scatter_back(grad, rows, inverse, out)
         # Second pass, in the original feature order: scale * a * mean(dL/da * a), with
         # a = (z - mean) * inv_std, is z * k - mean * k for k = inv_std^2 * mean(dL/da * a).
-        for z, mean, inv_std, moment, out in zip((z1, z2), (mean1, mean2), (inv_std1, inv_std2), moments, grads):
+        views, means = (saved.z1, saved.z2), (saved.mean1, saved.mean2)
+        for z, mean, inv_std, moment, out in zip(views, means, inv_stds, moments, grads):
             k = inv_std.square() * (moment if inverse is None else moment[inverse]) / n
             shift = mean * k
             for rows in ctx.chunks:
@@ -365,27 +457,26 @@ class RelaxedVICReg(torch.autograd.Function):
         squares = torch.stack([(s - n * mean.square()).clamp_(min=0) for s, mean in zip(squares, means)])
         inverse = _inverse(permutation)
         ctx.block_size, ctx.exponent, ctx.chunks = block_size, exponent, chunks
-        ctx.save_for_backward(
-            *views, permutation, inverse, offset, scale, *means, *mean_spectra, *cross, *(p[2] for p in power),
-            *spectra[0].tensors(), *spectra[1].tensors(),
+        saved = _VICRegSaved(
+            *views, permutation, inverse, offset, scale, *means, *mean_spectra, *cross, *(p[2] for p in power)
         )
+        _save(ctx, saved, spectra)
         pairs, diagonal = torch.stack([p[0] for p in power]), torch.stack([p[1] for p in power])
         return squared_difference, (squares if inverse is None else squares[:, inverse]), pairs, diagonal
 
     @staticmethod
-    @first_order("VICReg with method=\"fft\"")
+    @first_order('VICReg with method="fft"')
     def backward(ctx, grad_difference, grad_squares, grad_pairs, grad_diagonal):
-        (x1, x2, permutation, inverse, offset, scale, mean1, mean2, spectrum1, spectrum2,
-         cross1, cross2, power_saved1, power_saved2, *saved) = ctx.saved_tensors
-        f1, f2 = (_Spectra(x1, ctx.block_size, ctx.chunks, part) for part in _halves(saved))
+        saved, (f1, f2) = _restore(ctx, _VICRegSaved, ctx.saved_tensors[0])
+        x1, x2, permutation, inverse = saved.x1, saved.x2, saved.permutation, saved.inverse
         if permutation is not None:
             grad_squares = grad_squares[:, permutation]
         # An auto-correlation's gradient is the sum of both circular products: G + G^H per frequency.
         weights = []
         for cross, power_saved, grad_p, grad_d in zip(
-            (cross1, cross2), (power_saved1, power_saved2), grad_pairs, grad_diagonal
+            (saved.cross1, saved.cross2), (saved.power_saved1, saved.power_saved2), grad_pairs, grad_diagonal
         ):
-            grad = _sums_gradient(cross, power_saved, grad_p, grad_d, ctx.block_size, ctx.exponent, scale)
+            grad = _sums_gradient(cross, power_saved, grad_p, grad_d, ctx.block_size, ctx.exponent, saved.scale)
             weights.append(f1.weights(grad + grad.mH))
         # dL/dz1[:, perm] = irfft((F'1 - M'1) W1) + 2 gs1 (x'1 - mu'1) + c (x'1 - x'2 + offset), c =
         # 2 dL/d(squared_difference): the centring's backward leaves the first two unchanged, as
@@ -394,8 +485,15 @@ class RelaxedVICReg(torch.autograd.Function):
         # with -c (x'1 - x'2 + offset).
         c = 2 * grad_difference
         constants = [
-            f.transform((sign * c * offset - 2 * gs * mean)[None]) - f.apply(spectrum, w)
-            for f, sign, gs, mean, spectrum, w in zip((f1, f2), (1, -1), grad_squares, (mean1, mean2), (spectrum1, spectrum2), weights)
+            f.transform((sign * c * saved.offset - 2 * gs * mean)[None]) - f.apply(spectrum, w)
+            for f, sign, gs, mean, spectrum, w in zip(
+                (f1, f2),
+                (1, -1),
+                grad_squares,
+                (saved.mean1, saved.mean2),
+                (saved.mean_spectrum1, saved.mean_spectrum2),
+                weights,
+            )
         ]
         factors, minus_c = [2 * grad_squares[0] + c, 2 * grad_squares[1] + c], -c
         overwrite = _graph_freed_after_backward()

@@ -16,28 +16,42 @@ With b = 1 every "wrapped diagonal" is a single entry and the relaxed loss equal
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 from . import _distributed, _fused
 from ._checks import check_decorrelation_options, check_not_transformed, check_pair, check_positive
-from ._matrix import block_power_sums, block_scale, power_sum
-from ._matrix import off_diagonal as _off_diagonal
+from ._matrix import block_scale
+from ._module import DecorrelationLoss
 from ._precision import full_precision, upcast
-from .circular import circular_blocks, permute_features
+from ._spec import LossSpec, Term
 from .cross_correlation import BATCHNORM_EPS, batch_standardize
+from .methods import METHODS, check_impl, use_fused
+from .off_diagonal import off_diagonal_penalty, relaxed_penalty_from_power_sums
+
+# The paper's weights, written once: the functions, the module, training and the widgets read them here.
+BARLOW_TWINS_TERMS = (
+    Term("on_diagonal", "on_diag_coeff", 1.0, "on-diagonal"),
+    Term("off_diagonal", "lambd", 0.0051, "off-diagonal"),
+)
+TERMS = tuple(term.name for term in BARLOW_TWINS_TERMS)
+_DEFAULT = {term.coefficient: term.default for term in BARLOW_TWINS_TERMS}
 
 
 def barlow_twins_loss(
     z1: torch.Tensor,
     z2: torch.Tensor,
     *,
-    lambd: float = 0.0051,
+    lambd: float = _DEFAULT["lambd"],
+    on_diag_coeff: float = _DEFAULT["on_diag_coeff"],
     method: str = "exact",
     block_size: int | None = None,
     exponent: float = 2,
     permutation: torch.Tensor | None = None,
     check_finite: bool = True,
     gather_distributed: bool = False,
+    impl: str = "auto",
 ) -> torch.Tensor:
     """Barlow Twins loss of two views, as the official implementation computes it.
 
@@ -47,6 +61,8 @@ def barlow_twins_loss(
             loss is computed in float32 (float64 stays float64), also inside a
             ``torch.autocast`` region, and is float32 for half-precision inputs.
         lambd: weight of the off-diagonal (redundancy reduction) term; 0 switches it off.
+        on_diag_coeff: weight of the on-diagonal (invariance) term, 1 in the paper; 0 switches
+            it off (the notebooks' "on-diagonal off" runs).
         method: ``"exact"`` forms the d x d matrix C: O(n*d^2) time, O(d^2) memory.
             ``"gram"`` gives the same value through n x n Gram matrices,
             ||A^T B||_F^2 = sum((A A^T) * (B B^T)): O(n^2*d) time, O(n^2) memory, faster when
@@ -65,6 +81,11 @@ def barlow_twins_loss(
             times the single-process ones, so that DDP's gradient averaging gives the
             single-process parameter gradients (``losses/_distributed.py``). ``"exact"``/``"gram"``
             gather the embeddings; ``"fft"`` all-reduces only sums.
+        impl: ``"auto"``, ``"fused"`` or ``"modular"``: which implementation computes
+            ``method="fft"`` (``methods.py``); the same value and gradients either way.
+
+    Inputs of more than two dimensions are refused: flatten them first, ``z.flatten(0, -2)`` to
+    treat every token or patch as a sample, ``z.flatten(1)`` to make one vector per sample.
 
     Returns:
         0-dim tensor.
@@ -73,131 +94,180 @@ def barlow_twins_loss(
     backward): no double backward, no ``torch.func`` transforms.
     """
     check_positive(lambd, "lambd", allow_zero=True)
-    terms = _terms(z1, z2, bool(lambd), method, block_size, exponent, permutation, check_finite, gather_distributed,
-                   lambd)
-    if not lambd:
-        return terms["on_diagonal"]
-    return terms["on_diagonal"] + lambd * terms["off_diagonal"]
+    check_positive(on_diag_coeff, "on_diag_coeff", allow_zero=True)
+    weights = {"on_diagonal": on_diag_coeff, "off_diagonal": lambd}
+    # the on-diagonal term costs O(n*d) and comes with every call; only the off-diagonal one is skipped
+    terms = _terms(
+        z1,
+        z2,
+        TERMS if lambd else ("on_diagonal",),
+        method,
+        block_size,
+        exponent,
+        permutation,
+        check_finite,
+        gather_distributed,
+        weights,
+        impl,
+    )
+    loss = on_diag_coeff * terms["on_diagonal"]
+    return loss + lambd * terms["off_diagonal"] if lambd else loss
 
 
 def barlow_twins_terms(
     z1: torch.Tensor,
     z2: torch.Tensor,
     *,
-    off_diagonal: bool = True,
+    terms: str | Iterable[str] = TERMS,
     method: str = "exact",
     block_size: int | None = None,
     exponent: float = 2,
     permutation: torch.Tensor | None = None,
     check_finite: bool = True,
     gather_distributed: bool = False,
+    impl: str = "auto",
 ) -> dict[str, torch.Tensor]:
     """The unweighted Barlow Twins terms, for logging each one.
 
     Returns ``{"on_diagonal": sum_i (1 - C_ii)^2, "off_diagonal": sum_{i != j} |C_ij|^q}`` (the
-    latter relaxed for ``method="fft"``, and left out when ``off_diagonal`` is false), so that
-    ``barlow_twins_loss`` is ``on_diagonal + lambd * off_diagonal``. Arguments as in
-    ``barlow_twins_loss``.
+    latter relaxed for ``method="fft"``) restricted to ``terms`` (one name or several; the
+    on-diagonal term costs O(n*d) and is always included), so that ``barlow_twins_loss`` is
+    ``on_diag_coeff * on_diagonal + lambd * off_diagonal``. Arguments as in ``barlow_twins_loss``.
     """
-    return _terms(z1, z2, off_diagonal, method, block_size, exponent, permutation, check_finite, gather_distributed,
-                  None)
+    terms = [terms] if isinstance(terms, str) else list(terms)
+    return _terms(
+        z1, z2, terms, method, block_size, exponent, permutation, check_finite, gather_distributed, None, impl
+    )
 
 
-def _terms(z1, z2, off_diagonal, method, block_size, exponent, permutation, check_finite, gather_distributed,
-           lambd) -> dict[str, torch.Tensor]:
+def _terms(
+    z1, z2, terms, method, block_size, exponent, permutation, check_finite, gather_distributed, weights, impl
+) -> dict[str, torch.Tensor]:
     """Check, agree across ranks (``gather_distributed``), then compute in float32 or float64."""
     distributed = gather_distributed and _distributed.active()
     with _distributed.checked_together(distributed):
         check_pair(z1, z2, check_finite=check_finite, min_rows=0 if distributed else 2)
+        unknown = sorted(set(terms) - set(TERMS))
+        if unknown:
+            raise ValueError(f"terms must be a name or a list of names from {TERMS}; got unknown {unknown}.")
         method, block_size, exponent, permutation = check_decorrelation_options(
             method, block_size, exponent, permutation, z1.shape[1], z1.device
         )
+        check_impl(impl)
         check_not_transformed(z1, "Barlow Twins")
+    off_diagonal = "off_diagonal" in terms
     sizes = None
     if distributed:
-        arguments = dict(off_diagonal=bool(off_diagonal), method=method, d=z1.shape[1], block_size=block_size,
-                         exponent=exponent, permutation=permutation)
-        if lambd is not None:
-            arguments["lambd"] = lambd
+        arguments = dict(
+            off_diagonal=off_diagonal,
+            method=method,
+            d=z1.shape[1],
+            block_size=block_size,
+            exponent=exponent,
+            permutation=permutation,
+        )
+        if weights is not None:
+            arguments.update(lambd=weights["off_diagonal"], on_diag_coeff=weights["on_diagonal"])
         sizes = _distributed.agree("barlow_twins", arguments, z1.shape[0])
     with full_precision(z1.device):
         z1, z2 = upcast(z1), upcast(z2)
         if sizes is not None and method != "fft":  # exact and gram need every row: gather them
             z1, z2, sizes = _distributed.gather_rows(z1, sizes), _distributed.gather_rows(z2, sizes), None
-        if sizes is not None:
-            return _distributed_relaxed_terms(z1, z2, off_diagonal, block_size, exponent, permutation, sum(sizes))
-        if method == "fft" and off_diagonal and _fused.supported(z1):
+        if off_diagonal and use_fused(impl, method, z1, sizes is not None):
             return _fused_terms(z1, z2, block_size, exponent, permutation)
-        return _modular_terms(z1, z2, off_diagonal, method, block_size, exponent, permutation)
+        return _modular_terms(
+            z1, z2, terms, method, block_size, exponent, permutation, None if sizes is None else sum(sizes)
+        )
 
 
-def _modular_terms(z1, z2, off_diagonal, method, block_size, exponent, permutation) -> dict[str, torch.Tensor]:
-    """Each term on its own, from the standardised views (the reference path)."""
-    n = z1.shape[0]
-    a, b = batch_standardize(z1), batch_standardize(z2)
-    if method == "exact":
-        c = a.T @ b / n
-        out = {"on_diagonal": (1 - c.diagonal()).pow(2).sum()}
-        if off_diagonal:
-            out["off_diagonal"] = power_sum(_off_diagonal(c), exponent)
-        return out
-    c_diag = (a * b).sum(dim=0) / n  # C_ii in O(n*d), without forming C
+def _modular_terms(z1, z2, terms, method, block_size, exponent, permutation, global_n) -> dict[str, torch.Tensor]:
+    """Each term on its own, from the standardised views (the reference path). ``global_n``: z1
+    and z2 are this rank's rows of a global batch of ``global_n`` rows (``"fft"`` across
+    processes): statistics and sums are all-reduced."""
+    n = z1.shape[0] if global_n is None else global_n
+    a, b = _standardize(z1, global_n), _standardize(z2, global_n)
+    c = a.T @ b / n if method == "exact" else None  # the exact method forms C: both terms read it
+    c_diag = c.diagonal() if c is not None else _sum_rows(a * b, global_n) / n  # C_ii in O(n*d)
     out = {"on_diagonal": (1 - c_diag).pow(2).sum()}
-    if off_diagonal and method == "gram":
-        # the subtraction can round a true 0 below it: the sum of squares is never negative
-        out["off_diagonal"] = (((a @ a.T) * (b @ b.T)).sum() / n**2 - c_diag.pow(2).sum()).clamp(min=0)
-    elif off_diagonal:
-        out["off_diagonal"] = _relaxed_off_diagonal(a, b, block_size, exponent, permutation)
+    if "off_diagonal" in terms:
+        out["off_diagonal"] = off_diagonal_penalty(a, b, c_diag, method, block_size, exponent, permutation, global_n, c)
     return out
 
 
 def _fused_terms(z1, z2, block_size, exponent, permutation) -> dict[str, torch.Tensor]:
-    """The fast single-process path of the relaxation (``_fused.py``)."""
+    """The fast single-process path of the relaxation: every term from the fused pass (``_fused.py``)."""
     n, d = z1.shape
     c_diag, pairs, diagonal = _fused.RelaxedBarlowTwins.apply(
         z1, z2, permutation, block_size, exponent, _fused.row_chunks(n, d, z1), block_scale(1 / n, d, block_size, z1)
     )
-    return {"on_diagonal": (1 - c_diag / n).pow(2).sum(), "off_diagonal": _penalty_from_power_sums(pairs, diagonal)}
+    return {
+        "on_diagonal": (1 - c_diag / n).pow(2).sum(),
+        "off_diagonal": relaxed_penalty_from_power_sums(pairs, diagonal),
+    }
 
 
-def _distributed_relaxed_terms(z1, z2, off_diagonal, block_size, exponent, permutation, n) -> dict[str, torch.Tensor]:
-    """``"fft"`` across processes: global statistics, then sums all-reduced (``n`` rows in all)."""
-    a, b = _standardize_globally(z1, n), _standardize_globally(z2, n)
-    c_diag = _distributed.all_reduce_sum((a * b).sum(dim=0)) / n
-    out = {"on_diagonal": (1 - c_diag).pow(2).sum()}
-    if off_diagonal:
-        out["off_diagonal"] = _relaxed_off_diagonal(a, b, block_size, exponent, permutation, n)
-    return out
+def _standardize(z: torch.Tensor, global_n: int | None, eps: float = BATCHNORM_EPS) -> torch.Tensor:
+    """``batch_standardize``: over the local rows, or with the mean and biased variance of the
+    global batch of ``global_n`` rows (plain autograd through the all-reduces)."""
+    if global_n is None:
+        return batch_standardize(z)
+    centred = z - _distributed.global_mean(z, global_n)
+    return centred * torch.rsqrt(_distributed.all_reduce_sum(centred.pow(2).sum(dim=0)) / global_n + eps)
 
 
-def _standardize_globally(z: torch.Tensor, n: int, eps: float = BATCHNORM_EPS) -> torch.Tensor:
-    """``batch_standardize`` with the mean and biased variance of the global batch (n rows over
-    all ranks); plain autograd through the all-reduces."""
-    centred = z - _distributed.global_mean(z, n)
-    return centred * torch.rsqrt(_distributed.all_reduce_sum(centred.pow(2).sum(dim=0)) / n + eps)
+def _sum_rows(x: torch.Tensor, global_n: int | None) -> torch.Tensor:
+    """The sum over the rows: the local ones, or the global batch's."""
+    total = x.sum(dim=0)
+    return total if global_n is None else _distributed.all_reduce_sum(total)
 
 
-def _relaxed_off_diagonal(
-    a: torch.Tensor, b: torch.Tensor, block_size: int, exponent: float, permutation: torch.Tensor | None,
-    global_n: int | None = None,
-) -> torch.Tensor:
-    """``global_n`` given: ``a`` and ``b`` are this rank's rows of the globally standardised
-    views, and the sums of wrapped diagonals are all-reduced (O(g*g*b) numbers)."""
-    n = a.shape[0]
-    a, b = permute_features(a, permutation), permute_features(b, permutation)
-    sums = circular_blocks(a, b, block_size)
-    if global_n is not None:
-        sums, n = _distributed.all_reduce_sum(sums), global_n
-    # the sums of every pair of blocks are normalised by 1 / n, as the entries of C
-    return _penalty_from_power_sums(*block_power_sums(sums, exponent, block_scale(1 / n, a.shape[1], block_size, sums)))
+class BarlowTwinsLoss(DecorrelationLoss):
+    """Barlow Twins as a ``torch.nn.Module`` (lightly's name): ``loss_fn(z1, z2)`` returns
+    ``barlow_twins_loss(z1, z2, ...)`` with the module's arguments, and ``loss_fn.terms`` the last
+    call's unweighted terms (detached), for logging.
+
+    Arguments as in ``barlow_twins_loss``, plus ``permute``, ``seed`` and ``measure_all_terms`` as
+    in ``VICRegLoss``: with ``method="fft"`` the module draws a fresh feature permutation on every
+    call in training mode, none in eval mode.
+    """
+
+    def __init__(
+        self,
+        lambd: float = _DEFAULT["lambd"],
+        on_diag_coeff: float = _DEFAULT["on_diag_coeff"],
+        *,
+        method: str = "exact",
+        block_size: int | None = None,
+        exponent: float = 2,
+        permute: bool = True,
+        seed: int | None = None,
+        check_finite: bool = True,
+        gather_distributed: bool = False,
+        impl: str = "auto",
+        measure_all_terms: bool = False,
+    ) -> None:
+        super().__init__(
+            dict(lambd=lambd, on_diag_coeff=on_diag_coeff),
+            method=method,
+            block_size=block_size,
+            exponent=exponent,
+            permute=permute,
+            seed=seed,
+            check_finite=check_finite,
+            gather_distributed=gather_distributed,
+            impl=impl,
+            measure_all_terms=measure_all_terms,
+        )
 
 
-def _penalty_from_power_sums(pairs: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
-    """sum |s/n|^q over the diagonal blocks' shifts k >= 1 and every shift of the other blocks,
-    from ``block_power_sums`` of the normalised sums: pairs (g, g) and diagonal (g,)."""
-    num_blocks = pairs.shape[0]
-    # Diagonal blocks: shift 0 holds the C_ii (the on-diagonal term's business), so it is left out.
-    penalty = diagonal.sum()
-    if num_blocks > 1:  # every ordered pair of distinct blocks, every shift
-        penalty = penalty + pairs.masked_fill(torch.eye(num_blocks, dtype=torch.bool, device=pairs.device), 0).sum()
-    return penalty
+SPEC = LossSpec(
+    name="barlow",
+    title="Barlow Twins",
+    terms=BARLOW_TWINS_TERMS,
+    terms_function=barlow_twins_terms,
+    loss_function=barlow_twins_loss,
+    module=BarlowTwinsLoss,
+    methods=METHODS,
+    relaxed_exponent=2.0,
+)
+BarlowTwinsLoss.spec = SPEC

@@ -112,7 +112,9 @@ class _CircularCorrelation(torch.autograd.Function):
     @first_order('The FFT relaxation (method="fft")')
     def backward(ctx, grad):
         if ctx.empty:
-            return grad.new_zeros(0, grad.shape[0], grad.shape[2]), None if ctx.same else grad.new_zeros(0, grad.shape[1], grad.shape[2])
+            return grad.new_zeros(0, grad.shape[0], grad.shape[2]), None if ctx.same else grad.new_zeros(
+                0, grad.shape[1], grad.shape[2]
+            )
         f1, f2 = ctx.saved_tensors
         g = torch.fft.rfft(grad, dim=-1)  # (g, g, m)
         if not ctx.single_block:

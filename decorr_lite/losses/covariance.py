@@ -29,7 +29,11 @@ from .circular import circular_blocks, permute_features
 
 
 def covariance_penalty(
-    zc: torch.Tensor, method: str, block_size: int, exponent: float, permutation: torch.Tensor | None,
+    zc: torch.Tensor,
+    method: str,
+    block_size: int,
+    exponent: float,
+    permutation: torch.Tensor | None,
     global_n: int | None = None,
 ) -> torch.Tensor:
     """The penalty on already-checked, centred input (shared with ``vicreg_loss``).

@@ -33,9 +33,7 @@ def hinge_from_squares(squares: torch.Tensor, n: int, gamma: float, eps: float) 
     return F.relu(gamma - std).mean(dim=-1)
 
 
-def variance_loss(
-    z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4, *, check_finite: bool = True
-) -> torch.Tensor:
+def variance_loss(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4, *, check_finite: bool = True) -> torch.Tensor:
     """Hinge on the per-dimension standard deviation of one branch.
 
     Args:

@@ -15,21 +15,31 @@ import torch
 
 from . import _distributed, _fused
 from ._checks import check_decorrelation_options, check_eps, check_not_transformed, check_pair, check_positive
+from ._module import DecorrelationLoss
 from ._precision import full_precision, upcast
+from ._spec import LossSpec, Term
 from .covariance import covariance_penalty, relaxed_penalty_from_power_sums, relaxed_scale
 from .invariance import invariance_loss
+from .methods import METHODS, check_impl, use_fused
 from .variance import hinge_from_squares, variance_penalty
 
-TERMS = ("invariance", "variance", "covariance")
+# The paper's weights, written once: the functions, the module, training and the widgets read them here.
+VICREG_TERMS = (
+    Term("invariance", "sim_coeff", 25.0, "invariance"),
+    Term("variance", "std_coeff", 25.0, "variance"),
+    Term("covariance", "cov_coeff", 1.0, "covariance"),
+)
+TERMS = tuple(term.name for term in VICREG_TERMS)
+_DEFAULT = {term.coefficient: term.default for term in VICREG_TERMS}
 
 
 def vicreg_loss(
     z1: torch.Tensor,
     z2: torch.Tensor,
     *,
-    sim_coeff: float = 25.0,
-    std_coeff: float = 25.0,
-    cov_coeff: float = 1.0,
+    sim_coeff: float = _DEFAULT["sim_coeff"],
+    std_coeff: float = _DEFAULT["std_coeff"],
+    cov_coeff: float = _DEFAULT["cov_coeff"],
     method: str = "exact",
     block_size: int | None = None,
     exponent: float = 2,
@@ -38,6 +48,7 @@ def vicreg_loss(
     eps: float = 1e-4,
     check_finite: bool = True,
     gather_distributed: bool = False,
+    impl: str = "auto",
 ) -> torch.Tensor:
     """VICReg loss of two views.
 
@@ -59,6 +70,11 @@ def vicreg_loss(
             single-process ones, so that DDP's gradient averaging gives the single-process
             parameter gradients (``losses/_distributed.py``). ``"exact"``/``"gram"`` gather the
             embeddings; ``"fft"`` all-reduces only sums.
+        impl: ``"auto"``, ``"fused"`` or ``"modular"``: which implementation computes
+            ``method="fft"`` (``methods.py``); the same value and gradients either way.
+
+    Inputs of more than two dimensions are refused: flatten them first, ``z.flatten(0, -2)`` to
+    treat every token or patch as a sample, ``z.flatten(1)`` to make one vector per sample.
 
     Returns:
         0-dim tensor. Cost: O(n*d) plus that of the covariance method, twice.
@@ -69,8 +85,19 @@ def vicreg_loss(
     for name, value in zip(("sim_coeff", "std_coeff", "cov_coeff"), weights.values()):
         check_positive(value, name, allow_zero=True)
     terms = _terms(
-        z1, z2, [name for name, w in weights.items() if w], method, block_size, exponent, permutation, gamma, eps,
-        check_finite, gather_distributed, weights,
+        z1,
+        z2,
+        [name for name, w in weights.items() if w],
+        method,
+        block_size,
+        exponent,
+        permutation,
+        gamma,
+        eps,
+        check_finite,
+        gather_distributed,
+        weights,
+        impl,
     )
     if not terms:  # every weight 0
         return z1.new_zeros((), dtype=upcast(z1).dtype)
@@ -91,6 +118,7 @@ def vicreg_terms(
     eps: float = 1e-4,
     check_finite: bool = True,
     gather_distributed: bool = False,
+    impl: str = "auto",
 ) -> dict[str, torch.Tensor]:
     """The unweighted VICReg terms, for logging each one (training curves, notebooks).
 
@@ -100,12 +128,37 @@ def vicreg_terms(
     """
     terms = [terms] if isinstance(terms, str) else list(terms)
     return _terms(
-        z1, z2, terms, method, block_size, exponent, permutation, gamma, eps, check_finite, gather_distributed, None
+        z1,
+        z2,
+        terms,
+        method,
+        block_size,
+        exponent,
+        permutation,
+        gamma,
+        eps,
+        check_finite,
+        gather_distributed,
+        None,
+        impl,
     )
 
 
-def _terms(z1, z2, terms, method, block_size, exponent, permutation, gamma, eps, check_finite, gather_distributed,
-           weights) -> dict[str, torch.Tensor]:
+def _terms(
+    z1,
+    z2,
+    terms,
+    method,
+    block_size,
+    exponent,
+    permutation,
+    gamma,
+    eps,
+    check_finite,
+    gather_distributed,
+    weights,
+    impl,
+) -> dict[str, torch.Tensor]:
     """Check, agree across ranks (``gather_distributed``), then compute in float32 or float64."""
     distributed = gather_distributed and _distributed.active()
     with _distributed.checked_together(distributed):
@@ -115,6 +168,7 @@ def _terms(z1, z2, terms, method, block_size, exponent, permutation, gamma, eps,
             raise ValueError(f"terms must be a name or a list of names from {TERMS}; got unknown {unknown}.")
         check_positive(gamma, "gamma")
         check_eps(eps)
+        check_impl(impl)
         method, block_size, exponent, permutation = check_decorrelation_options(
             method, block_size, exponent, permutation, z1.shape[1], z1.device
         )
@@ -122,20 +176,30 @@ def _terms(z1, z2, terms, method, block_size, exponent, permutation, gamma, eps,
             check_not_transformed(z1, 'VICReg with method="fft"')
     sizes = None
     if distributed:
-        arguments = dict(terms=tuple(sorted(terms)), method=method, d=z1.shape[1], block_size=block_size,
-                         exponent=exponent, gamma=gamma, eps=eps, permutation=permutation)
+        arguments = dict(
+            terms=tuple(sorted(terms)),
+            method=method,
+            d=z1.shape[1],
+            block_size=block_size,
+            exponent=exponent,
+            gamma=gamma,
+            eps=eps,
+            permutation=permutation,
+        )
         if weights is not None:
-            arguments.update(sim_coeff=weights["invariance"], std_coeff=weights["variance"],
-                             cov_coeff=weights["covariance"])
+            arguments.update(
+                sim_coeff=weights["invariance"], std_coeff=weights["variance"], cov_coeff=weights["covariance"]
+            )
         sizes = _distributed.agree("vicreg", arguments, z1.shape[0])
     with full_precision(z1.device):
         z1, z2 = upcast(z1), upcast(z2)
         if sizes is not None and method != "fft":  # exact and gram need every row: gather them
             z1, z2, sizes = _distributed.gather_rows(z1, sizes), _distributed.gather_rows(z2, sizes), None
-        if method == "fft" and "covariance" in terms and sizes is None and _fused.supported(z1):
+        if "covariance" in terms and use_fused(impl, method, z1, sizes is not None):
             return _fused_terms(z1, z2, terms, block_size, exponent, permutation, gamma, eps)
-        return _modular_terms(z1, z2, terms, method, block_size, exponent, permutation, gamma, eps,
-                              None if sizes is None else sum(sizes))
+        return _modular_terms(
+            z1, z2, terms, method, block_size, exponent, permutation, gamma, eps, None if sizes is None else sum(sizes)
+        )
 
 
 def _modular_terms(z1, z2, terms, method, block_size, exponent, permutation, gamma, eps, global_n):
@@ -148,7 +212,9 @@ def _modular_terms(z1, z2, terms, method, block_size, exponent, permutation, gam
         # both the variance and the covariance term work on the centred views: centre once
         c1, c2 = _centre(z1, global_n), _centre(z2, global_n)
         if "variance" in terms:
-            out["variance"] = (variance_penalty(c1, gamma, eps, global_n) + variance_penalty(c2, gamma, eps, global_n)) / 2
+            out["variance"] = (
+                variance_penalty(c1, gamma, eps, global_n) + variance_penalty(c2, gamma, eps, global_n)
+            ) / 2
         if "covariance" in terms:
             out["covariance"] = covariance_penalty(c1, method, block_size, exponent, permutation, global_n) + (
                 covariance_penalty(c2, method, block_size, exponent, permutation, global_n)
@@ -185,3 +251,74 @@ def _centre(z: torch.Tensor, global_n: int | None) -> torch.Tensor:
     if global_n is None:
         return z - z.mean(dim=0)
     return z - _distributed.global_mean(z, global_n)
+
+
+class VICRegLoss(DecorrelationLoss):
+    """VICReg as a ``torch.nn.Module`` (lightly's name): ``loss_fn(z1, z2)`` returns
+    ``vicreg_loss(z1, z2, ...)`` with the module's arguments, and ``loss_fn.terms`` the last
+    call's unweighted terms (detached), for logging.
+
+    Arguments as in ``vicreg_loss``, plus:
+        permute: with ``method="fft"``, a fresh random feature permutation on every call in
+            training mode, none in eval mode (``_module.py``). The permutation is the module's
+            business: pass none.
+        seed: of the module's generator for the permutations (default: drawn from torch's
+            global generator when the module is made). Part of the ``state_dict``.
+        measure_all_terms: also measure the terms whose weight is 0 (without a gradient) and
+            put them in ``terms``, as the training curves do.
+
+    Example::
+
+        loss_fn = VICRegLoss(method="fft", exponent=1)  # relaxed, a fresh permutation each step
+        loss = loss_fn(projector(backbone(x1)), projector(backbone(x2)))
+        loss.backward(); print({k: float(v) for k, v in loss_fn.terms.items()})
+    """
+
+    def __init__(
+        self,
+        sim_coeff: float = _DEFAULT["sim_coeff"],
+        std_coeff: float = _DEFAULT["std_coeff"],
+        cov_coeff: float = _DEFAULT["cov_coeff"],
+        *,
+        method: str = "exact",
+        block_size: int | None = None,
+        exponent: float = 2,
+        permute: bool = True,
+        seed: int | None = None,
+        gamma: float = 1.0,
+        eps: float = 1e-4,
+        check_finite: bool = True,
+        gather_distributed: bool = False,
+        impl: str = "auto",
+        measure_all_terms: bool = False,
+    ) -> None:
+        check_positive(gamma, "gamma")
+        check_eps(eps)
+        super().__init__(
+            dict(sim_coeff=sim_coeff, std_coeff=std_coeff, cov_coeff=cov_coeff),
+            method=method,
+            block_size=block_size,
+            exponent=exponent,
+            permute=permute,
+            seed=seed,
+            check_finite=check_finite,
+            gather_distributed=gather_distributed,
+            impl=impl,
+            measure_all_terms=measure_all_terms,
+            gamma=gamma,
+            eps=eps,
+        )
+
+
+SPEC = LossSpec(
+    name="vicreg",
+    title="VICReg",
+    terms=VICREG_TERMS,
+    terms_function=vicreg_terms,
+    loss_function=vicreg_loss,
+    module=VICRegLoss,
+    methods=METHODS,
+    relaxed_exponent=1.0,
+    options=("gamma", "eps"),
+)
+VICRegLoss.spec = SPEC
