@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test bench bank notebooks clean
+.PHONY: lab test lint bench bank notebooks clean
 
 # Re-install when the dependency list changes. torch is installed first and pinned:
 # an unpinned torch would pull the newest CUDA build (several GB) on machines without a GPU.
@@ -22,8 +22,13 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(STAMP)
 	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks/
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest
+
+# ruff: lint and format check (settings in pyproject.toml); `ruff format .` applies the format
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/loss_scaling.py

@@ -78,9 +78,11 @@ def main(argv=None) -> int:
         for owner, name, fn in originals:
             setattr(owner, name, fn)
     f = run.final
-    print(f"{'quick' if args.quick else 'full'} mode, {f['precision']}, {json.loads(args.set) or 'the recipe'}: "
-          f"{total:.1f} s; kNN {f['knn_top1']:.3f}, linear probe {f['linear_probe_top1']:.3f}, effective rank "
-          f"{f['effective_rank']:.1f}, median std {f['median_std']:.3f}, {f['verdict']}")
+    print(
+        f"{'quick' if args.quick else 'full'} mode, {f['precision']}, {json.loads(args.set) or 'the recipe'}: "
+        f"{total:.1f} s; kNN {f['knn_top1']:.3f}, linear probe {f['linear_probe_top1']:.3f}, effective rank "
+        f"{f['effective_rank']:.1f}, median std {f['median_std']:.3f}, {f['verdict']}"
+    )
     top = sum(v for k, v in spent.items() if not k.startswith(" "))
     for _, _, label in STAGES:
         print(f"{label:50s} {spent[label]:7.1f} s {100 * spent[label] / total:5.1f} %")

@@ -26,13 +26,22 @@ from decorr_lite import bank, diagnostics, toy  # noqa: E402
 
 # What the notebooks teach about each run (complete collapse is decided by the std first).
 EXPECTED_COLLAPSED = {
-    "vicreg-without-covariance", "vicreg-without-invariance+covariance", "barlow-without-off-diagonal",
-    "barlow-without-on-diagonal", "vicreg-fft-b=d-not-permuted", "vicreg-fft-b=128-not-permuted",
-    "vicreg-fft-b=d-q=2", "toy: covariance off", "toy: Barlow Twins, off-diagonal off",
+    "vicreg-without-covariance",
+    "vicreg-without-invariance+covariance",
+    "barlow-without-off-diagonal",
+    "barlow-without-on-diagonal",
+    "vicreg-fft-b=d-not-permuted",
+    "vicreg-fft-b=128-not-permuted",
+    "vicreg-fft-b=d-q=2",
+    "toy: covariance off",
+    "toy: Barlow Twins, off-diagonal off",
 }
 TOY_RUNS = {
-    "toy: all terms": {}, "toy: variance off": {"std_coeff": 0.0}, "toy: covariance off": {"cov_coeff": 0.0},
-    "toy: invariance off": {"sim_coeff": 0.0}, "toy: Barlow Twins": {"loss": "barlow"},
+    "toy: all terms": {},
+    "toy: variance off": {"std_coeff": 0.0},
+    "toy: covariance off": {"cov_coeff": 0.0},
+    "toy: invariance off": {"sim_coeff": 0.0},
+    "toy: Barlow Twins": {"loss": "barlow"},
     "toy: Barlow Twins, off-diagonal off": {"loss": "barlow", "lambd": 0.0},
     "toy: untrained (all terms off)": {"std_coeff": 0.0, "cov_coeff": 0.0, "sim_coeff": 0.0},
 }
@@ -44,14 +53,29 @@ def rows() -> list[dict]:
         run = bank.load_entry(name)
         spectrum = torch.as_tensor(run.arrays["spectrum"][-1], dtype=torch.float64)
         d, n = run.config["dim"], run.final["query_size"]
-        out.append({"run": name, "d": d, "rank_fraction": run.final["effective_rank"] / min(n, d),
-                    "leading_share": diagnostics.leading_share(None, spectrum=spectrum),
-                    "median_std": run.final["median_std"], "verdict": run.final["verdict"]})
+        out.append(
+            {
+                "run": name,
+                "d": d,
+                "rank_fraction": run.final["effective_rank"] / min(n, d),
+                "leading_share": diagnostics.leading_share(None, spectrum=spectrum),
+                "median_std": run.final["median_std"],
+                "verdict": run.final["verdict"],
+            }
+        )
     data = toy.toy_data(seed=0)
     for name, kwargs in TOY_RUNS.items():
         report = toy.train_toy(data, **kwargs).report
-        out.append({"run": name, "d": 8, "rank_fraction": report.rank_fraction, "leading_share": report.leading_share,
-                    "median_std": report.median_std, "verdict": report.verdict})
+        out.append(
+            {
+                "run": name,
+                "d": 8,
+                "rank_fraction": report.rank_fraction,
+                "leading_share": report.leading_share,
+                "median_std": report.median_std,
+                "verdict": report.verdict,
+            }
+        )
     for row in out:
         if row["median_std"] < 0.05:
             row["expected"] = "complete"
@@ -67,15 +91,21 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "collapse_rule.json"))
     args = parser.parse_args()
     table = rows()
-    print(f"{'run':42s} {'d':>5s} {'rank / d':>9s} {'leading share':>13s} {'median std':>10s}  {'expected':10s} verdict")
+    print(
+        f"{'run':42s} {'d':>5s} {'rank / d':>9s} {'leading share':>13s} {'median std':>10s}  {'expected':10s} verdict"
+    )
     for r in sorted(table, key=lambda r: (r["expected"], r["leading_share"])):
-        print(f"{r['run']:42s} {r['d']:5d} {r['rank_fraction']:9.1%} {r['leading_share']:13.3f} "
-              f"{r['median_std']:10.3g}  {r['expected']:10s} {r['verdict']}")
+        print(
+            f"{r['run']:42s} {r['d']:5d} {r['rank_fraction']:9.1%} {r['leading_share']:13.3f} "
+            f"{r['median_std']:10.3g}  {r['expected']:10s} {r['verdict']}"
+        )
     for measure in ("rank_fraction", "leading_share"):
         healthy = [r[measure] for r in table if r["expected"] == "healthy"]
         collapsed = [r[measure] for r in table if r["expected"] == "collapsed"]
-        print(f"{measure}: healthy runs {min(healthy):.3f}..{max(healthy):.3f}, "
-              f"dimensionally collapsed runs {min(collapsed):.3f}..{max(collapsed):.3f}")
+        print(
+            f"{measure}: healthy runs {min(healthy):.3f}..{max(healthy):.3f}, "
+            f"dimensionally collapsed runs {min(collapsed):.3f}..{max(collapsed):.3f}"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(table, indent=1))
     print("wrote", args.out)

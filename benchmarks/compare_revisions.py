@@ -68,9 +68,13 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         base = import_revision(args.base, Path(folder))
-        print(f"this tree / {args.base}: forward+backward, n = {args.n}, float32, {torch.get_num_threads()} threads, "
-              f"{args.passes} passes each, alternated")
-        print(f"{'loss':>7} {'method':>10} {'d':>6} {'base ms':>9} {'this ms':>9} {'median ratio':>13} {'min ratio':>10}")
+        print(
+            f"this tree / {args.base}: forward+backward, n = {args.n}, float32, {torch.get_num_threads()} threads, "
+            f"{args.passes} passes each, alternated"
+        )
+        print(
+            f"{'loss':>7} {'method':>10} {'d':>6} {'base ms':>9} {'this ms':>9} {'median ratio':>13} {'min ratio':>10}"
+        )
         for d in args.dims:
             for loss in ("vicreg", "barlow"):
                 for method, block in CASES:
@@ -78,14 +82,21 @@ def main(argv=None) -> int:
                         continue
                     steps = [step(p, loss, method, block, args.n, d) for p in (base, current)]
                     (base_times, times), _ = alternate(steps, args.passes)
-                    row = {"loss": loss, "method": method if block is None else f"{method} b={block}", "d": d,
-                           "n": args.n, "base_ms": 1e3 * statistics.median(base_times),
-                           "this_ms": 1e3 * statistics.median(times),
-                           "min_ratio": min(times) / min(base_times)}
+                    row = {
+                        "loss": loss,
+                        "method": method if block is None else f"{method} b={block}",
+                        "d": d,
+                        "n": args.n,
+                        "base_ms": 1e3 * statistics.median(base_times),
+                        "this_ms": 1e3 * statistics.median(times),
+                        "min_ratio": min(times) / min(base_times),
+                    }
                     row["median_ratio"] = row["this_ms"] / row["base_ms"]
                     rows.append(row)
-                    print(f"{loss:>7} {row['method']:>10} {d:>6} {row['base_ms']:9.2f} {row['this_ms']:9.2f} "
-                          f"{row['median_ratio']:13.3f} {row['min_ratio']:10.3f}")
+                    print(
+                        f"{loss:>7} {row['method']:>10} {d:>6} {row['base_ms']:9.2f} {row['this_ms']:9.2f} "
+                        f"{row['median_ratio']:13.3f} {row['min_ratio']:10.3f}"
+                    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"base": args.base, "threads": torch.get_num_threads(), "rows": rows}, indent=1))

@@ -71,23 +71,42 @@ def _worker(rank, world, port, n, dims, out, repeats):
             for loss_name, fn in (("vicreg", vicreg_loss), ("barlow", barlow_twins_loss)):
                 for method, block in CASES:
                     exponent = 1 if (loss_name == "vicreg" and method == "fft") else 2
-                    kwargs = dict(method=method, block_size=block, exponent=exponent, gather_distributed=True,
-                                  check_finite=False, permutation=permutation if method == "fft" else None)
+                    kwargs = dict(
+                        method=method,
+                        block_size=block,
+                        exponent=exponent,
+                        gather_distributed=True,
+                        check_finite=False,
+                        permutation=permutation if method == "fft" else None,
+                    )
 
-                    def step():
+                    def step(fn=fn, kwargs=kwargs, z1=z1, z2=z2):
                         fn(z1, z2, **kwargs).backward()
 
-                    arguments = dict(method=method, d=d, block_size=block or d, exponent=float(exponent),
-                                     permutation=kwargs["permutation"], lambd=0.0051)
+                    arguments = dict(
+                        method=method,
+                        d=d,
+                        block_size=block or d,
+                        exponent=float(exponent),
+                        permutation=kwargs["permutation"],
+                        lambd=0.0051,
+                    )
 
-                    def check():
+                    def check(loss_name=loss_name, arguments=arguments):
                         _distributed.agree(loss_name, arguments, n)
 
                     counted.update(bytes=0, calls=0)
                     step()
                     label = method if block is None else f"{method} b={block}"
-                    row = {"loss": loss_name, "method": label, "n_per_process": n, "d": d, "world": world,
-                           "bytes": counted["bytes"], "calls": counted["calls"]}
+                    row = {
+                        "loss": loss_name,
+                        "method": label,
+                        "n_per_process": n,
+                        "d": d,
+                        "world": world,
+                        "bytes": counted["bytes"],
+                        "calls": counted["calls"],
+                    }
                     counted.update(bytes=0, calls=0)
                     check()
                     row["check_bytes"] = counted["bytes"]
@@ -106,8 +125,9 @@ def _print_table(rows, dims, width, cell):
     print(f"{'loss':>7} {'method':>10} " + " ".join(f"{'d=' + str(d):>{width}}" for d in dims))
     for loss_name in ("vicreg", "barlow"):
         for method in dict.fromkeys(r["method"] for r in rows):
-            cells = [next(r for r in rows if r["loss"] == loss_name and r["method"] == method and r["d"] == d)
-                     for d in dims]
+            cells = [
+                next(r for r in rows if r["loss"] == loss_name and r["method"] == method and r["d"] == d) for d in dims
+            ]
             print(f"{loss_name:>7} {method:>10} " + " ".join(cell(c) for c in cells))
 
 
@@ -124,16 +144,23 @@ def main(argv=None) -> int:
         port = s.getsockname()[1]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    mp.spawn(_worker, args=(args.world, port, args.n, args.dims, str(out), args.repeats), nprocs=args.world,
-             join=True)
+    mp.spawn(_worker, args=(args.world, port, args.n, args.dims, str(out), args.repeats), nprocs=args.world, join=True)
     rows = json.loads(out.read_text())
-    print(f"bytes each process contributes to collectives per forward+backward, n = {args.n} per process, "
-          f"{args.world} processes, float32")
+    print(
+        f"bytes each process contributes to collectives per forward+backward, n = {args.n} per process, "
+        f"{args.world} processes, float32"
+    )
     _print_table(rows, args.dims, 14, lambda c: f"{c['bytes'] / 2**20:11.2f} MB")
-    print(f"\nthe agreement check ({rows[0]['check_bytes']} bytes per process, one all-gather) against a whole "
-          f"forward+backward pass, medians of {args.repeats}")
-    _print_table(rows, args.dims, 24, lambda c: f"{c['check_ms']:6.3f} / {c['pass_ms']:7.1f} ms "
-                                                f"{100 * c['check_ms'] / c['pass_ms']:4.1f}%")
+    print(
+        f"\nthe agreement check ({rows[0]['check_bytes']} bytes per process, one all-gather) against a whole "
+        f"forward+backward pass, medians of {args.repeats}"
+    )
+    _print_table(
+        rows,
+        args.dims,
+        24,
+        lambda c: f"{c['check_ms']:6.3f} / {c['pass_ms']:7.1f} ms {100 * c['check_ms'] / c['pass_ms']:4.1f}%",
+    )
     print(f"written to {out}")
     return 0
 

@@ -69,7 +69,9 @@ def target_ratios(rows: list[dict], loss: str, small_block: int) -> dict:
     d_mid = middle_dim({r["d"] for r in rows})
     small = by_key.get((loss, f"fft b={small_block}", d_mid))
     if small and t("fft b=d", d_mid):
-        out[f"fft(b={small_block}) / fft(b=d) time at d={d_mid}, separate processes"] = small["seconds"] / t("fft b=d", d_mid)
+        out[f"fft(b={small_block}) / fft(b=d) time at d={d_mid}, separate processes"] = small["seconds"] / t(
+            "fft b=d", d_mid
+        )
         out[f"fft(b={small_block}) peak MB above inputs at d={d_mid} (target < 256)"] = small["peak_bytes"] / MB
     return out
 
@@ -90,25 +92,35 @@ def timing_targets(args, device: str) -> tuple[dict, dict]:
     of fft(small b) against fft(b = d) at d = 8192 (each in a fresh process)."""
     dmax, d_mid, pairs, block_pairs = max(args.dims), middle_dim(args.dims), {}, {}
     for loss in args.losses:
-        pairs[loss] = measure_pair_isolated(Case(loss, args.n, dmax, "fft", device=device),
-                                            Case("rfft", args.n, dmax, device=device), args.pairs)
+        pairs[loss] = measure_pair_isolated(
+            Case(loss, args.n, dmax, "fft", device=device), Case("rfft", args.n, dmax, device=device), args.pairs
+        )
         if args.small_block < d_mid:
-            block_pairs[loss] = measure_pair_isolated(Case(loss, args.n, d_mid, "fft", args.small_block, device=device),
-                                                      Case(loss, args.n, d_mid, "fft", device=device), args.pairs)
+            block_pairs[loss] = measure_pair_isolated(
+                Case(loss, args.n, d_mid, "fft", args.small_block, device=device),
+                Case(loss, args.n, d_mid, "fft", device=device),
+                args.pairs,
+            )
     return pairs, block_pairs
 
 
 def repeat_targets(args, device: str, argv) -> int:
     """``--targets-only``: the timing targets' ratios of medians, run after run, then their spread."""
     dmax, d_mid = max(args.dims), middle_dim(args.dims)
-    names = {"rfft": f"fft(b=d) / two rfft at d={dmax} (target <= 6)",
-             "block": f"fft(b={args.small_block}) / fft(b=d) at d={d_mid} (target <= 2)"}
+    names = {
+        "rfft": f"fft(b=d) / two rfft at d={dmax} (target <= 6)",
+        "block": f"fft(b={args.small_block}) / fft(b=d) at d={d_mid} (target <= 2)",
+    }
     runs = []
     for run in range(args.targets_only):
         pairs, block_pairs = timing_targets(args, device)
         runs.append({"pairs": pairs, "block_pairs": block_pairs})
-        line = [f"{loss} {key} {ratios[loss]['median_ratio']:.2f}" for loss in args.losses
-                for key, ratios in (("rfft", pairs), ("block", block_pairs)) if loss in ratios]
+        line = [
+            f"{loss} {key} {ratios[loss]['median_ratio']:.2f}"
+            for loss in args.losses
+            for key, ratios in (("rfft", pairs), ("block", block_pairs))
+            if loss in ratios
+        ]
         print(f"run {run + 1}: " + ", ".join(line), flush=True)
     print("\nratio of the medians, over the runs: min / median / max (runs above the target)")
     for loss in args.losses:
@@ -116,8 +128,10 @@ def repeat_targets(args, device: str, argv) -> int:
             values = [r[field][loss]["median_ratio"] for r in runs if loss in r[field]]
             if values:
                 over = sum(v > limit for v in values)
-                print(f"  {loss:>6} {names[key]}: {min(values):.2f} / {statistics.median(values):.2f} / "
-                      f"{max(values):.2f} ({over} of {len(values)})")
+                print(
+                    f"  {loss:>6} {names[key]}: {min(values):.2f} / {statistics.median(values):.2f} / "
+                    f"{max(values):.2f} ({over} of {len(values)})"
+                )
     out = args.out or Path("benchmarks/results/loss_scaling_targets.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": run_meta(args, device, argv), "runs": runs}, indent=1))
@@ -132,15 +146,28 @@ def main(argv=None) -> int:
     parser.add_argument("--losses", nargs="+", choices=["vicreg", "barlow"], default=["barlow", "vicreg"])
     parser.add_argument("--small-block", type=int, default=128, help="the small block size b measured besides b = d")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per case; the median is reported")
-    parser.add_argument("--max-seconds", type=float, default=30.0, help="stop repeating a case after this long (>= 3 passes)")
-    parser.add_argument("--min-seconds", type=float, default=0.5, help="keep repeating a fast case until this long (<= 100 passes)")
+    parser.add_argument(
+        "--max-seconds", type=float, default=30.0, help="stop repeating a case after this long (>= 3 passes)"
+    )
+    parser.add_argument(
+        "--min-seconds", type=float, default=0.5, help="keep repeating a fast case until this long (<= 100 passes)"
+    )
     parser.add_argument("--pairs", type=int, default=40, help="alternated passes per timing target (default 40)")
     parser.add_argument("--device", default="cpu", help='"cpu", "cuda" or "auto"')
-    parser.add_argument("--targets-only", type=int, metavar="RUNS", default=0,
-                        help="skip the sweep; time the two alternated timing targets RUNS times each, in fresh "
-                             "processes, to see how far they move on this host")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON path (default benchmarks/results/loss_scaling.json, or loss_scaling_targets.json)")
+    parser.add_argument(
+        "--targets-only",
+        type=int,
+        metavar="RUNS",
+        default=0,
+        help="skip the sweep; time the two alternated timing targets RUNS times each, in fresh "
+        "processes, to see how far they move on this host",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON path (default benchmarks/results/loss_scaling.json, or loss_scaling_targets.json)",
+    )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     if args.targets_only:
@@ -153,8 +180,12 @@ def main(argv=None) -> int:
             for case in cases_for(loss, args.n, d, args.small_block, device):
                 row = measure_isolated(case, args.repeats, args.max_seconds, args.min_seconds)
                 rows.append(row)
-                print(f"  measured {loss:>6} {row['label']:>10} d={d:<6} {row['seconds'] * 1e3:10.2f} ms "
-                      f"{row['peak_bytes'] / MB:9.1f} MB", file=sys.stderr, flush=True)
+                print(
+                    f"  measured {loss:>6} {row['label']:>10} d={d:<6} {row['seconds'] * 1e3:10.2f} ms "
+                    f"{row['peak_bytes'] / MB:9.1f} MB",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     # The two timing targets again, each side alternated with the other in one process
     # (decorr_lite.benchmark.measure_pair): they take milliseconds, and on a shared host separate
@@ -166,7 +197,9 @@ def main(argv=None) -> int:
     for loss in args.losses:
         print_table(rows, loss)
         ratios[loss] = target_ratios(rows, loss, args.small_block)
-        ratios[loss][f"fft(b=d) / two rfft at d={dmax}, alternated, medians (target <= 6)"] = pairs[loss]["median_ratio"]
+        ratios[loss][f"fft(b=d) / two rfft at d={dmax}, alternated, medians (target <= 6)"] = pairs[loss][
+            "median_ratio"
+        ]
         ratios[loss][f"fft(b=d) / two rfft at d={dmax}, alternated, minima"] = pairs[loss]["min_ratio"]
         if loss in block_pairs:
             name = f"fft(b={args.small_block}) / fft(b=d) time at d={d_mid}, alternated"
@@ -177,7 +210,9 @@ def main(argv=None) -> int:
 
     meta = run_meta(args, device, argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "ratios": ratios, "rows": rows, "pairs": pairs, "block_pairs": block_pairs}, indent=1))
+    args.out.write_text(
+        json.dumps({"meta": meta, "ratios": ratios, "rows": rows, "pairs": pairs, "block_pairs": block_pairs}, indent=1)
+    )
     print(f"\nwrote {args.out}")
     return 0
 

@@ -66,26 +66,47 @@ def claims(r: dict) -> list[tuple[str, bool, str]]:
 
     for name in ("vicreg", "barlow"):
         gain = f[name]["knn_top1"] - base
-        claim(f"{name} (<= 10 min) beats the untrained encoder's kNN by >= 10 points", gain >= 0.10 and f[name]["seconds"] <= 600,
-              f"{f[name]['knn_top1']:.3f} vs {base:.3f} (+{100 * gain:.1f} points), {f[name]['seconds']:.0f} s")
+        claim(
+            f"{name} (<= 10 min) beats the untrained encoder's kNN by >= 10 points",
+            gain >= 0.10 and f[name]["seconds"] <= 600,
+            f"{f[name]['knn_top1']:.3f} vs {base:.3f} (+{100 * gain:.1f} points), {f[name]['seconds']:.0f} s",
+        )
     nv = f["vicreg-no-variance"]
-    claim("VICReg without variance collapses completely: median std < 0.05 x margin", nv["median_std"] < 0.05,
-          f"median std {nv['median_std']:.4f}, verdict '{nv['verdict']}'")
-    claim("... and its kNN accuracy falls below the untrained encoder's", nv["knn_top1"] < base,
-          f"{nv['knn_top1']:.3f} vs {base:.3f}")
+    claim(
+        "VICReg without variance collapses completely: median std < 0.05 x margin",
+        nv["median_std"] < 0.05,
+        f"median std {nv['median_std']:.4f}, verdict '{nv['verdict']}'",
+    )
+    claim(
+        "... and its kNN accuracy falls below the untrained encoder's",
+        nv["knn_top1"] < base,
+        f"{nv['knn_top1']:.3f} vs {base:.3f}",
+    )
     full_rank = f["vicreg-short"]["effective_rank"]
-    claim("... while its effective rank alone does not show it (>= a quarter of full VICReg's)", nv["effective_rank"] >= full_rank / 4,
-          f"effective rank {nv['effective_rank']:.1f} vs full {full_rank:.1f}")
+    claim(
+        "... while its effective rank alone does not show it (>= a quarter of full VICReg's)",
+        nv["effective_rank"] >= full_rank / 4,
+        f"effective rank {nv['effective_rank']:.1f} vs full {full_rank:.1f}",
+    )
     nc = f["vicreg-no-covariance"]
-    claim("VICReg without covariance: effective rank < 1/4 of full VICReg's (dimensional collapse)", nc["effective_rank"] < full_rank / 4,
-          f"{nc['effective_rank']:.1f} vs {full_rank:.1f}; median std {nc['median_std']:.3f}")
+    claim(
+        "VICReg without covariance: effective rank < 1/4 of full VICReg's (dimensional collapse)",
+        nc["effective_rank"] < full_rank / 4,
+        f"{nc['effective_rank']:.1f} vs {full_rank:.1f}; median std {nc['median_std']:.3f}",
+    )
     bt_rank = f["barlow-short"]["effective_rank"]
     b0 = f["barlow-lambd-0"]
-    claim("Barlow Twins with lambd = 0: effective rank < 1/4 of full Barlow Twins'", b0["effective_rank"] < bt_rank / 4,
-          f"{b0['effective_rank']:.1f} vs {bt_rank:.1f}")
+    claim(
+        "Barlow Twins with lambd = 0: effective rank < 1/4 of full Barlow Twins'",
+        b0["effective_rank"] < bt_rank / 4,
+        f"{b0['effective_rank']:.1f} vs {bt_rank:.1f}",
+    )
     fft, exact = f["vicreg-fft-short"]["knn_top1"], f["vicreg-short"]["knn_top1"]
-    claim("relaxed VICReg (fft, b = d, q = 1, permutation, <= 3 min) within 3 kNN points of exact",
-          abs(fft - exact) <= 0.03, f"{fft:.3f} vs {exact:.3f} ({100 * (fft - exact):+.1f} points)")
+    claim(
+        "relaxed VICReg (fft, b = d, q = 1, permutation, <= 3 min) within 3 kNN points of exact",
+        abs(fft - exact) <= 0.03,
+        f"{fft:.3f} vs {exact:.3f} ({100 * (fft - exact):+.1f} points)",
+    )
     for name in [n for n in r if n.endswith("-short") or n.startswith(("vicreg-no", "barlow-lambd"))]:
         claim(f"{name} ran within 3 minutes", f[name]["seconds"] <= 180, f"{f[name]['seconds']:.0f} s")
     return out
@@ -110,31 +131,56 @@ def main() -> int:
     print("\n" + header + "\n" + "-" * len(header))
     for name, r in results.items():
         f = r["final"]
-        print(f"{name:<22} {f['steps']:>5} {f['seconds']:>5.0f} {f['knn_top1']:>6.3f} {f['linear_probe_top1']:>6.3f} "
-              f"{f['effective_rank']:>8.1f} {f['median_std']:>8.4f}  {f['verdict']}")
+        print(
+            f"{name:<22} {f['steps']:>5} {f['seconds']:>5.0f} {f['knn_top1']:>6.3f} {f['linear_probe_top1']:>6.3f} "
+            f"{f['effective_rank']:>8.1f} {f['median_std']:>8.4f}  {f['verdict']}"
+        )
 
     checks = claims(results) if len(results) == len(RUNS) else []
     if not args.no_rerun and "vicreg-no-variance" in results:
         t0 = time.perf_counter()
         again = train_ssl(progress=False, cache=False, **COMMON, **{**RUNS["vicreg-no-variance"], "steps": 30})
         first = train_ssl(progress=False, **COMMON, **{**RUNS["vicreg-no-variance"], "steps": 30})
-        same = all(again.final[k] == first.final[k] for k in ("knn_top1", "linear_probe_top1", "effective_rank", "median_std"))
-        same = same and all({k: v for k, v in a.items() if "seconds" not in k} == {k: v for k, v in b.items() if "seconds" not in k}
-                            for a, b in zip(again.history, first.history))
-        checks.append(("a rerun with the same seed gives the same metrics (30 steps, no cache)", same, f"{time.perf_counter() - t0:.0f} s"))
+        same = all(
+            again.final[k] == first.final[k] for k in ("knn_top1", "linear_probe_top1", "effective_rank", "median_std")
+        )
+        same = same and all(
+            {k: v for k, v in a.items() if "seconds" not in k} == {k: v for k, v in b.items() if "seconds" not in k}
+            for a, b in zip(again.history, first.history)
+        )
+        checks.append(
+            (
+                "a rerun with the same seed gives the same metrics (30 steps, no cache)",
+                same,
+                f"{time.perf_counter() - t0:.0f} s",
+            )
+        )
     print()
     for text, ok, numbers in checks:
         print(f"[{'PASS' if ok else 'FAIL'}] {text}: {numbers}")
     if len(results) == len(RUNS):  # findings: measured and printed, not claims
-        long = {k: results[k]["final"]["knn_top1"] for k in ("vicreg", "vicreg-fft", "vicreg-fft-b128", "vicreg-fft-q2")}
+        long = {
+            k: results[k]["final"]["knn_top1"] for k in ("vicreg", "vicreg-fft", "vicreg-fft-b128", "vicreg-fft-q2")
+        }
         for name in ("vicreg-fft", "vicreg-fft-b128", "vicreg-fft-q2"):
-            print(f"[NOTE] long budget, {name} vs exact VICReg: kNN {long[name]:.3f} vs {long['vicreg']:.3f} "
-                  f"({100 * (long[name] - long['vicreg']):+.1f} points)")
+            print(
+                f"[NOTE] long budget, {name} vs exact VICReg: kNN {long[name]:.3f} vs {long['vicreg']:.3f} "
+                f"({100 * (long[name] - long['vicreg']):+.1f} points)"
+            )
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(), "python": platform.python_version()}
-    out.write_text(json.dumps({"meta": meta, "runs": results, "claims": [dict(text=t, ok=o, numbers=n) for t, o, n in checks]}, indent=1))
+    meta = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
+    out.write_text(
+        json.dumps(
+            {"meta": meta, "runs": results, "claims": [dict(text=t, ok=o, numbers=n) for t, o, n in checks]}, indent=1
+        )
+    )
     print(f"\nwritten to {out}")
     return 0 if all(ok for _, ok, _ in checks) else 1
 

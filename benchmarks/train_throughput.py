@@ -43,15 +43,21 @@ def variant_step(encoder: str, width: int, precision: str, channels_last: bool, 
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     g = torch.Generator().manual_seed(1)
     views = [as_input(torch.randn(batch, 3, 32, 32, generator=g).to(device)) for _ in range(2)]
-    return lambda: train.training_step(model, optimizer, scaler, config, precision, *views, None)
+    loss_fn = train.build_loss(config)
+    return lambda: train.training_step(model, optimizer, scaler, loss_fn, config, precision, *views)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--encoders", nargs="+", default=["small:16", "small:32"],
-                        help="encoder[:width] for each encoder to measure (resnet18 is slow on a CPU)")
-    parser.add_argument("--precisions", nargs="+", default=None,
-                        help="default: fp32 and what auto resolves to here (and fp16 on CUDA)")
+    parser.add_argument(
+        "--encoders",
+        nargs="+",
+        default=["small:16", "small:32"],
+        help="encoder[:width] for each encoder to measure (resnet18 is slow on a CPU)",
+    )
+    parser.add_argument(
+        "--precisions", nargs="+", default=None, help="default: fp32 and what auto resolves to here (and fp16 on CUDA)"
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="images per view")
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--passes", type=int, default=6, help="timed steps per variant (after one warm-up)")
@@ -66,33 +72,58 @@ def main(argv=None) -> int:
         encoder, _, width = spec.partition(":")
         for precision in precisions:
             for channels_last in (False, True):
-                variants.append(dict(encoder=encoder, width=int(width or 32), precision=precision,
-                                     channels_last=channels_last))
+                variants.append(
+                    dict(encoder=encoder, width=int(width or 32), precision=precision, channels_last=channels_last)
+                )
     steps = [variant_step(**v, batch=args.batch_size, dim=args.dim, device=device) for v in variants]
     times, _ = alternate(steps, args.passes, device.type)
-    machine = {"device": str(device), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-               "cores": os.cpu_count(), "torch": torch.__version__, "native_bf16": settings.native_bf16(device.type),
-               "auto": auto}
-    print(f"training steps on {device} ({torch.get_num_threads()} threads, native bf16: {machine['native_bf16']}, "
-          f"auto = {auto}); batch {args.batch_size} x 2 views, d = {args.dim}, VICReg exact; medians of {args.passes}")
-    print(f"{'encoder':>10} {'precision':>9} {'layout':>13} {'s/step':>8} {'steps/s':>8} {'images/s':>9} {'speed-up':>9}")
+    machine = {
+        "device": str(device),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "native_bf16": settings.native_bf16(device.type),
+        "auto": auto,
+    }
+    print(
+        f"training steps on {device} ({torch.get_num_threads()} threads, native bf16: {machine['native_bf16']}, "
+        f"auto = {auto}); batch {args.batch_size} x 2 views, d = {args.dim}, VICReg exact; medians of {args.passes}"
+    )
+    print(
+        f"{'encoder':>10} {'precision':>9} {'layout':>13} {'s/step':>8} {'steps/s':>8} {'images/s':>9} {'speed-up':>9}"
+    )
     rows = []
     for v, t in zip(variants, times):
         seconds = statistics.median(t)
-        base = next(statistics.median(tt) for vv, tt in zip(variants, times)
-                    if vv["encoder"] == v["encoder"] and vv["width"] == v["width"] and vv["precision"] == "fp32"
-                    and not vv["channels_last"])
-        row = {**v, "seconds_per_step": seconds, "steps_per_second": 1 / seconds,
-               "images_per_second": 2 * args.batch_size / seconds, "speedup": base / seconds, "times": t}
+        base = next(
+            statistics.median(tt)
+            for vv, tt in zip(variants, times)
+            if vv["encoder"] == v["encoder"]
+            and vv["width"] == v["width"]
+            and vv["precision"] == "fp32"
+            and not vv["channels_last"]
+        )
+        row = {
+            **v,
+            "seconds_per_step": seconds,
+            "steps_per_second": 1 / seconds,
+            "images_per_second": 2 * args.batch_size / seconds,
+            "speedup": base / seconds,
+            "times": t,
+        }
         rows.append(row)
         name = v["encoder"] if v["encoder"] == "resnet18" else f"small w{v['width']}"
         layout = "channels_last" if v["channels_last"] else "default"
-        print(f"{name:>10} {v['precision']:>9} {layout:>13} {seconds:8.3f} {1 / seconds:8.2f} "
-              f"{row['images_per_second']:9.0f} {row['speedup']:8.2f}x")
+        print(
+            f"{name:>10} {v['precision']:>9} {layout:>13} {seconds:8.3f} {1 / seconds:8.2f} "
+            f"{row['images_per_second']:9.0f} {row['speedup']:8.2f}x"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine, "batch_size": args.batch_size, "dim": args.dim, "rows": rows},
-                              indent=1))
+    out.write_text(
+        json.dumps({"machine": machine, "batch_size": args.batch_size, "dim": args.dim, "rows": rows}, indent=1)
+    )
     print(f"written to {out}")
     return 0
 

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from . import _atomic
-from .train import RUN_FORMAT, WEIGHTS, TrainConfig, TrainResult, classroom_settings, run_key, train_ssl
+from .losses import loss_spec
+from .train import RUN_FORMAT, TrainConfig, TrainResult, classroom_settings, run_key, train_ssl
 
 REBUILD = "python -m decorr_lite bank"  # the command that (re)builds entries: append --only NAME
 
@@ -42,11 +43,11 @@ def bank_dir() -> Path:
 def term_combinations(loss: str) -> dict[str, dict]:
     """Every on/off combination of a loss's terms, at the default weights, named by the terms
     switched off: ``{"vicreg": {}, "vicreg-without-variance": {"std_coeff": 0.0}, ...}``."""
-    terms = WEIGHTS[loss]
+    terms = loss_spec(loss).terms
     runs = {}
     for off in itertools.chain.from_iterable(itertools.combinations(terms, k) for k in range(len(terms) + 1)):
-        name = loss + ("-without-" + "+".join(t.replace("_", "-") for t in off) if off else "")
-        runs[name] = {"loss": loss, **{terms[t]: 0.0 for t in off}}
+        name = loss + ("-without-" + "+".join(t.name.replace("_", "-") for t in off) if off else "")
+        runs[name] = {"loss": loss, **{t.coefficient: 0.0 for t in off}}
     return runs
 
 
@@ -112,8 +113,9 @@ def _load_with_key(name: str, folder: Path) -> tuple[TrainResult, str]:
     metrics = json.loads((folder / f"{name}.json").read_text())
     with np.load(folder / f"{name}.npz") as arrays:
         arrays = dict(arrays)
-    return TrainResult(metrics["config"], metrics["history"], metrics["final"], arrays,
-                       from_cache=True, from_bank=True), metrics["key"]
+    return TrainResult(
+        metrics["config"], metrics["history"], metrics["final"], arrays, from_cache=True, from_bank=True
+    ), metrics["key"]
 
 
 def _compact(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -127,12 +129,12 @@ def save_entry(name: str, run: TrainResult, folder: Path | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     config = TrainConfig(**run.config)
     metrics = {"key": run_key(config, portable=True), **run.metrics}
+
     def write_arrays(path: Path) -> None:
         with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a temporary's name
             np.savez_compressed(f, **_compact(run.arrays))
 
-    for suffix, write in ((".npz", write_arrays),
-                          (".json", lambda f: f.write_text(json.dumps(metrics, indent=1)))):
+    for suffix, write in ((".npz", write_arrays), (".json", lambda f: f.write_text(json.dumps(metrics, indent=1)))):
         tmp = _atomic.temporary(folder, name + suffix)
         try:
             write(tmp)
@@ -142,8 +144,11 @@ def save_entry(name: str, run: TrainResult, folder: Path | None = None) -> None:
             raise
     index = read_index(folder)
     index["run_format"] = RUN_FORMAT
-    index["entries"][name] = {"key": metrics["key"], "precision": run.final["precision"],
-                              "seconds": round(run.final["seconds"], 1)}
+    index["entries"][name] = {
+        "key": metrics["key"],
+        "precision": run.final["precision"],
+        "seconds": round(run.final["seconds"], 1),
+    }
     index["entries"] = dict(sorted(index["entries"].items()))
     tmp = _atomic.temporary(folder, "index.json")
     tmp.write_text(json.dumps(index, indent=1) + "\n")
@@ -176,8 +181,10 @@ def check(folder: Path | None = None) -> list[str]:
         elif stored != run_key(expected, portable=True) or index[name]["key"] != stored:
             problems.append(f"{name}: its key is not the one the current code computes for its configuration; {fix}")
     for name in sorted(set(index) - set(bank_runs())):
-        problems.append(f"{name}: no longer a bank entry (not in bank_runs()); delete {name}.json and {name}.npz "
-                        f"or rebuild the bank: {REBUILD}")
+        problems.append(
+            f"{name}: no longer a bank entry (not in bank_runs()); delete {name}.json and {name}.npz "
+            f"or rebuild the bank: {REBUILD}"
+        )
     return problems
 
 

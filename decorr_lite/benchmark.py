@@ -21,22 +21,26 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .losses import LOSSES as _LOSSES
+from .memory import peak_memory_since, start_peak_memory, synchronize
 from .settings import resolve_device  # noqa: F401  (part of this module's API)
 
-LOSSES = ("vicreg", "barlow", "rfft")  # "rfft": two forward FFTs of the inputs, the floor for "fft"
+# every loss of the registry, and "rfft": two forward FFTs of the inputs, the floor for "fft"
+LOSSES = (*_LOSSES, "rfft")
 
 
 @dataclass(frozen=True)
 class Case:
     """One measurement: a loss, a method, sizes and a device."""
 
-    loss: str  # "vicreg", "barlow", or "rfft" (the reference: two forward torch.fft.rfft calls)
+    loss: str  # a name of decorr_lite.losses.LOSSES, or "rfft" (two forward torch.fft.rfft calls)
     n: int
     d: int
     method: str = "exact"
     block_size: int | None = None
     device: str = "cpu"
     dtype: str = "float32"
+    impl: str = "auto"  # for method="fft": "fused" or "modular" to time one implementation
 
     @property
     def label(self) -> str:
@@ -48,7 +52,7 @@ class Case:
 
 
 def _forward_backward(case: Case):
-    from . import barlow_twins_loss, vicreg_loss  # late import: keeps the worker's start small
+    from .losses import loss_spec  # late import: keeps the worker's start small
 
     dtype = getattr(torch, case.dtype)
     gen = torch.Generator().manual_seed(0)
@@ -58,70 +62,19 @@ def _forward_backward(case: Case):
         return lambda: (torch.fft.rfft(z1, dim=1), torch.fft.rfft(z2, dim=1))
     z1.requires_grad_()
     z2.requires_grad_()
-    loss_fn = vicreg_loss if case.loss == "vicreg" else barlow_twins_loss
+    loss_fn = loss_spec(case.loss).loss_function
     perm = torch.randperm(case.d, generator=gen).to(case.device) if case.method == "fft" else None
+    impl = {"impl": case.impl} if case.method == "fft" else {}
 
     def step():
         z1.grad = z2.grad = None
-        loss = loss_fn(z1, z2, method=case.method, block_size=case.block_size, permutation=perm, check_finite=False)
+        loss = loss_fn(
+            z1, z2, method=case.method, block_size=case.block_size, permutation=perm, check_finite=False, **impl
+        )
         loss.backward()
         return loss
 
     return step
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _rss_bytes(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_cpu_peak() -> int:
-    """Reset the resident-set high-water mark and return the current resident set (bytes)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass  # not Linux, or not allowed: the peak then counts from the process start
-    current = _rss_bytes("VmRSS")
-    return current if current is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _cpu_peak() -> int:
-    peak = _rss_bytes("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def start_peak_memory(device: str | torch.device = "cpu") -> int:
-    """Start a peak-memory measurement on ``device``; returns the baseline for ``peak_memory_since``.
-
-    CUDA: torch's allocator peak is reset and the memory allocated now is the baseline. CPU: the
-    process's resident-set high-water mark is reset and the resident set now is the baseline.
-    """
-    device = str(device)
-    _sync(device)
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats(device)
-        return torch.cuda.memory_allocated(device)
-    return _reset_cpu_peak()
-
-
-def peak_memory_since(device: str | torch.device, baseline: int) -> int:
-    """Bytes of the peak above ``baseline`` since ``start_peak_memory`` (0 if none)."""
-    device = str(device)
-    _sync(device)
-    peak = torch.cuda.max_memory_allocated(device) if device.startswith("cuda") else _cpu_peak()
-    return max(int(peak - baseline), 0)
 
 
 def measure(case: Case, repeats: int = 5, max_seconds: float = 30.0, min_seconds: float = 0.5) -> dict:
@@ -144,7 +97,7 @@ def measure(case: Case, repeats: int = 5, max_seconds: float = 30.0, min_seconds
     while True:
         t0 = time.perf_counter()
         step()
-        _sync(case.device)
+        synchronize(case.device)
         times.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - start
         if len(times) >= repeats and (elapsed >= min_seconds or len(times) >= 100):
@@ -183,7 +136,7 @@ def alternate(steps, pairs: int, device: str = "cpu") -> tuple[list[list[float]]
         for step, record, faulted in zip(steps, times, faults):
             before, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
             step()
-            _sync(device)
+            synchronize(device)
             record.append(time.perf_counter() - t0)
             faulted.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     return times, faults
@@ -215,8 +168,11 @@ def measure_pair(case: Case, reference: Case, pairs: int = 40) -> dict:
     """
     timed, ref = time_alternated([case, reference], pairs)
     return {
-        "case": asdict(case), "reference": asdict(reference), "pairs": pairs,
-        "times": timed["times"], "reference_times": ref["times"],
+        "case": asdict(case),
+        "reference": asdict(reference),
+        "pairs": pairs,
+        "times": timed["times"],
+        "reference_times": ref["times"],
         "median_ratio": timed["seconds"] / ref["seconds"],
         "min_ratio": min(timed["times"]) / min(ref["times"]),
         "threads": torch.get_num_threads(),
@@ -246,8 +202,11 @@ def sweep(cases, *, isolated: bool = True, progress: bool = False, **kwargs) -> 
         results.append(run(case, **kwargs))
         if progress:
             r = results[-1]
-            print(f"{r['loss']:>7} {r['label']:>10} n={r['n']:<5} d={r['d']:<6} {1000 * r['seconds']:9.1f} ms "
-                  f"{r['peak_bytes'] / 2**20:8.1f} MB", flush=True)
+            print(
+                f"{r['loss']:>7} {r['label']:>10} n={r['n']:<5} d={r['d']:<6} {1000 * r['seconds']:9.1f} ms "
+                f"{r['peak_bytes'] / 2**20:8.1f} MB",
+                flush=True,
+            )
     return results
 
 
@@ -259,8 +218,6 @@ def fit_slope(x, y) -> float:
     if len(lx) < 2:
         raise ValueError("fit_slope needs at least two points")
     return float(np.polyfit(lx, ly, 1)[0])
-
-
 
 
 def strict() -> bool:
@@ -280,9 +237,11 @@ def expect(ok: bool, claim: str, measured: str) -> bool:
     """
     if ok:
         return True
-    message = (f"expected {claim}; this machine measured {measured}. Timings depend on the machine and on what "
-               "else runs on it: a busy or different machine can measure this without anything being wrong. "
-               "Run the cell again when the machine is idle, or compare with the figures committed with the notebook.")
+    message = (
+        f"expected {claim}; this machine measured {measured}. Timings depend on the machine and on what "
+        "else runs on it: a busy or different machine can measure this without anything being wrong. "
+        "Run the cell again when the machine is idle, or compare with the figures committed with the notebook."
+    )
     if strict():
         raise AssertionError(message)
     print("Note: " + message)
@@ -319,8 +278,13 @@ def peak_memory(cases: list[Case], timeout: float = 900.0) -> list[int]:
         return [_steady_peak(case) for case in cases]
     payload = json.dumps({"memory": [asdict(c) for c in cases]})
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
-    proc = subprocess.run([sys.executable, "-m", "decorr_lite.benchmark", payload], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "decorr_lite.benchmark", payload],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"memory worker failed:\n{proc.stderr.strip()}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

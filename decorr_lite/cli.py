@@ -13,10 +13,10 @@ import json
 import os
 import sys
 
-from .losses import METHODS
+from .losses import LOSSES, METHODS, loss_spec
 from .models import ENCODERS
 from .settings import PRECISIONS
-from .train import LOSSES, TERMS, TrainConfig, check_runnable, train_ssl
+from .train import TrainConfig, check_runnable, train_ssl
 
 HELP = {
     "loss": f"which loss: {' | '.join(LOSSES)}",
@@ -76,14 +76,16 @@ def _parser() -> argparse.ArgumentParser:
             train.add_argument("--no-permutation", dest="permutation", action="store_false", help=HELP[f.name])
             continue
         kind = {"str": str, "float": float, "int": int}[str(f.type).split(" ")[0].replace("|", "").strip()]
-        choices = {"loss": LOSSES, "method": METHODS, "encoder": ENCODERS, "precision": PRECISIONS}.get(f.name)
+        choices = {"loss": tuple(LOSSES), "method": METHODS, "encoder": ENCODERS, "precision": PRECISIONS}.get(f.name)
         train.add_argument(flag, type=kind, default=f.default, choices=choices, help=HELP[f.name])
     train.add_argument("--out", default=None, help="folder for metrics.json, arrays.npz and model.pt")
-    train.add_argument("--no-cache", action="store_true",
-                       help="train even if this configuration is cached, and replace the cached run")
+    train.add_argument(
+        "--no-cache", action="store_true", help="train even if this configuration is cached, and replace the cached run"
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
-    train.add_argument("--no-bank", action="store_true",
-                       help="train even if the run bank shipped with the package holds this run")
+    train.add_argument(
+        "--no-bank", action="store_true", help="train even if the run bank shipped with the package holds this run"
+    )
     bank = commands.add_parser(
         "bank",
         help="build or check the run bank (every run the notebooks show)",
@@ -109,8 +111,10 @@ def bank_main(args: dict) -> int:
         problems = bank.check()
         for line in problems:
             print(line)
-        print(f"{len(bank.bank_runs())} entries, {len(problems)} problem(s), {bank.size_bytes() / 2**20:.1f} MB in "
-              f"{bank.bank_dir()}")
+        print(
+            f"{len(bank.bank_runs())} entries, {len(problems)} problem(s), {bank.size_bytes() / 2**20:.1f} MB in "
+            f"{bank.bank_dir()}"
+        )
         return 1 if problems else 0
     try:
         names = args["only"]
@@ -124,14 +128,22 @@ def bank_main(args: dict) -> int:
     return 0
 
 
-def summary_table(result) -> str:
+def history_table(result) -> str:
+    """A run's history, one row per evaluation point, and its final numbers (plain text)."""
     config, final = result.config, result.final
-    terms = TERMS[config["loss"]]
+    terms = [term.name for term in loss_spec(config["loss"]).terms]
     header = ["step", "loss", *terms, "knn_top1", "eff_rank", "median_std"]
     rows = [header]
     for h in result.history:
-        rows.append([str(h["step"]), *(f"{h.get(k, float('nan')):.4g}" for k in ["loss", *terms]),
-                     f"{h['knn_top1']:.3f}", f"{h['effective_rank']:.1f}", f"{h['median_std']:.3g}"])
+        rows.append(
+            [
+                str(h["step"]),
+                *(f"{h.get(k, float('nan')):.4g}" for k in ["loss", *terms]),
+                f"{h['knn_top1']:.3f}",
+                f"{h['effective_rank']:.1f}",
+                f"{h['median_std']:.3g}",
+            ]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
     lines.append("")
@@ -159,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     result = train_ssl(config, retrain=no_cache, use_bank=not no_bank, out=out, progress=not quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, process 0 reports and saves
         return 0
-    print(summary_table(result))
+    print(history_table(result))
     if result.path is not None:
         print(f"written to {result.path}" + (" (from the cache)" if result.from_cache else ""))
     elif result.from_bank:

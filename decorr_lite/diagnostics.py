@@ -105,7 +105,11 @@ class CollapseReport:
 
 
 def collapse_report(
-    z, *, margin: float = 1.0, complete_below: float = 0.05, dimensional_above: float = 0.3,
+    z,
+    *,
+    margin: float = 1.0,
+    complete_below: float = 0.05,
+    dimensional_above: float = 0.3,
     spectrum: torch.Tensor | None = None,
 ) -> CollapseReport:
     """Diagnose (n, d) embeddings from their scale and their spectrum.
@@ -126,7 +130,11 @@ def collapse_report(
     is ``singular_spectrum(z)`` if the caller has computed it. The report also carries the
     effective rank, the continuous measure to compare runs by.
     """
-    for name, value in (("margin", margin), ("complete_below", complete_below), ("dimensional_above", dimensional_above)):
+    for name, value in (
+        ("margin", margin),
+        ("complete_below", complete_below),
+        ("dimensional_above", dimensional_above),
+    ):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     if dimensional_above >= 1:
@@ -176,8 +184,10 @@ def knn_accuracy(
     gives every neighbour one vote). Ties go to the lower class index.
     """
     if temperature is not None and (
-        isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
-        or not math.isfinite(temperature) or temperature <= 0
+        isinstance(temperature, bool)
+        or not isinstance(temperature, numbers.Real)
+        or not math.isfinite(temperature)
+        or temperature <= 0
     ):
         raise ValueError(f"temperature must be a finite number > 0 (0.07 is usual) or None, got {temperature!r}")
     train, test = torch.as_tensor(train_features).double(), torch.as_tensor(test_features).double()

@@ -3,7 +3,7 @@
 - ``SmallConvNet``: four conv-BN-ReLU stages and global average pooling. Built for a laptop CPU:
   at width 32 (256 features) a training step on 2 x 256 images takes about 1 s on 2 cores,
   where a CIFAR ResNet-18 takes about 10x longer.
-- ``resnet18_cifar``: the CIFAR variant of ResNet-18 (3x3 stem, no max-pool; 512 features),
+- ``ResNet18CIFAR``: the CIFAR variant of ResNet-18 (3x3 stem, no max-pool; 512 features),
   the backbone of the solo-learn CIFAR baselines. For GPU users.
 - ``Projector``: VICReg's expander, Linear-BN-ReLU, Linear-BN-ReLU, Linear, to width d.
 """
@@ -71,10 +71,6 @@ class ResNet18CIFAR(nn.Module):
         return self.layers(x)
 
 
-def resnet18_cifar() -> ResNet18CIFAR:
-    return ResNet18CIFAR()
-
-
 class Projector(nn.Sequential):
     """VICReg's projector ("expander"): in_dim -> hidden -> hidden -> dim, BN and ReLU between."""
 
@@ -112,7 +108,7 @@ def build_model(encoder: str = "small", dim: int = 1024, hidden_dim: int | None 
     if encoder == "small":
         backbone = SmallConvNet(width)
     elif encoder == "resnet18":
-        backbone = resnet18_cifar()
+        backbone = ResNet18CIFAR()
     else:
         raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
     if not isinstance(dim, int) or dim < 2:

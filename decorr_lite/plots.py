@@ -8,7 +8,6 @@ Colour conventions: view 1 blue, view 2 orange; matrices in a diverging map cent
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -63,8 +62,15 @@ def close(fig) -> None:
         plt.close(fig)
 
 
-def embedding_cloud(ax, z1, z2=None, *, title: str = "embeddings (2 leading PCs of view 1)", max_points: int = 400,
-                    lim: float | None = None):
+def embedding_cloud(
+    ax,
+    z1,
+    z2=None,
+    *,
+    title: str = "embeddings (2 leading PCs of view 1)",
+    max_points: int = 400,
+    lim: float | None = None,
+):
     """Scatter the two views on view 1's first two principal axes, with a line per pair.
     ``lim``: the half-width of both axes (give several panels the same one to compare scales);
     by default at least 2 and enough for view 1."""
@@ -177,8 +183,9 @@ def wrapped_diagonals(ax, d: int, block_size: int, *, title: str | None = None):
     shift[i == j] = np.nan
     # a qualitative palette while the shifts fit in it, a cyclic one (neighbours still differ) beyond
     cmap = "tab20" if b <= 20 else "hsv"
-    ax.imshow(np.ma.masked_invalid(shift), cmap=cmap, vmin=0, vmax=max(b, 20) if b <= 20 else b,
-              interpolation="nearest")
+    ax.imshow(
+        np.ma.masked_invalid(shift), cmap=cmap, vmin=0, vmax=max(b, 20) if b <= 20 else b, interpolation="nearest"
+    )
     for edge in range(b, d, b):
         ax.axhline(edge - 0.5, color="k", lw=1)
         ax.axvline(edge - 0.5, color="k", lw=1)
@@ -206,14 +213,6 @@ def scaling(ax, x, y, *, label: str, slope: float | None = None, marker: str = "
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1024:g}k" if v >= 1024 else f"{v:g}"))
     ax.legend(fontsize=7)
     return ax
-
-
-def save(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Save a figure as PNG (the folder is created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", format="png")
-    return path
 
 
 # --------------------------------------------------------------------------- CIFAR-10 runs
@@ -261,8 +260,14 @@ def legend_below(fig, axes, *, title: str | None = None, ncol: int = 5) -> None:
     height = fig.get_figheight()
     fig.set_figheight(height + 0.22 * rows)
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(ncol, len(handles)),
-                   fontsize=8, frameon=False)
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="lower center",
+            ncol=min(ncol, len(handles)),
+            fontsize=8,
+            frameon=False,
+        )
     if title:
         fig.suptitle(title, fontsize=10)
     bottom = (0.22 * rows + 0.05) / fig.get_figheight() if rows else 0
@@ -306,10 +311,18 @@ def collapse_matrices(runs: dict, *, title: str | None = None):
     axes = axes.reshape(2, len(runs))
     for c, (label, run) in enumerate(runs.items()):
         h = run.history[-1]
-        matrix(axes[0, c], relative_covariance(run.arrays["covariance"][-1]), vmax=1.0,
-               title=f"{label}\ncovariance / mean variance (rel. off-diag. {h['cov_offdiag_relative']:.2f})")
-        matrix(axes[1, c], run.arrays["cross_correlation"][-1], vmax=1.0,
-               title=f"C (rel. off-diag. {h['corr_offdiag_relative']:.2f})")
+        matrix(
+            axes[0, c],
+            relative_covariance(run.arrays["covariance"][-1]),
+            vmax=1.0,
+            title=f"{label}\ncovariance / mean variance (rel. off-diag. {h['cov_offdiag_relative']:.2f})",
+        )
+        matrix(
+            axes[1, c],
+            run.arrays["cross_correlation"][-1],
+            vmax=1.0,
+            title=f"C (rel. off-diag. {h['corr_offdiag_relative']:.2f})",
+        )
     for ax in axes.ravel():
         ax.title.set_fontsize(8)
     if title:
@@ -338,8 +351,9 @@ def matrices_figure(result, at: int = -1, *, title: str | None = None):
     axes[3].set_title(f"full {result.config['dim']} x {result.config['dim']} matrices", fontsize=9)
     m = cov.shape[0]
     step = result.history[at]["step"]
-    fig.suptitle(title or f"step {step}: leading {m} of {result.config['dim']} dimensions of the probe batch",
-                 fontsize=10)
+    fig.suptitle(
+        title or f"step {step}: leading {m} of {result.config['dim']} dimensions of the probe batch", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
@@ -348,12 +362,12 @@ def terms_figure(results: dict, terms: tuple[str, ...], *, title: str | None = N
     """One panel per loss term: its unweighted value over training for each run (``results``
     maps a label to a run). A term that was off in a run is still measured, without a gradient,
     and drawn dashed."""
-    from .train import WEIGHTS
+    from .losses import loss_spec
 
     fig, axes = new_axes(len(terms), size=3.1)
     for ax, term in zip(axes, terms):
         for label, run in results.items():
-            weight = run.config.get(WEIGHTS[run.config["loss"]].get(term, ""), 1.0)
+            weight = loss_spec(run.config["loss"]).weights(run.config).get(term, 1.0)
             history(ax, run, term, label=label + ("" if weight else " (off)"), ls="-" if weight else "--")
         ax.set_yscale("log")
         ax.set_title(f"{term.replace('_', '-')} term (unweighted)", fontsize=9)
@@ -368,8 +382,11 @@ def view_pairs(images, view1, view2, *, titles=None, mean=None, std=None):
 
     mean = torch.tensor(CIFAR10_MEAN if mean is None else mean).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR10_STD if std is None else std).view(1, 3, 1, 1)
-    rows = {"image": images.float() / 255 if images.dtype == torch.uint8 else images,
-            "view 1": view1.cpu() * std + mean, "view 2": view2.cpu() * std + mean}
+    rows = {
+        "image": images.float() / 255 if images.dtype == torch.uint8 else images,
+        "view 1": view1.cpu() * std + mean,
+        "view 2": view2.cpu() * std + mean,
+    }
     n = images.shape[0]
     fig, axes = new_axes(n, 3, size=1.3)
     axes = axes.reshape(3, n)
@@ -404,24 +421,44 @@ def pipeline_figure(*, feature_dim: int, dim: int, encoder: str = "small ConvNet
     ]
     width, height, y = 0.12, 0.36, 0.6
     for x, label, colour in boxes:
-        ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.01",
-                                    facecolor=colour, edgecolor="0.3"))
+        ax.add_patch(
+            FancyBboxPatch(
+                (x - width / 2, y - height / 2),
+                width,
+                height,
+                boxstyle="round,pad=0.01",
+                facecolor=colour,
+                edgecolor="0.3",
+            )
+        )
         ax.text(x, y, label, ha="center", va="center", fontsize=9)
     for (x0, _, _), (x1, _, _) in zip(boxes, boxes[1:]):
-        ax.annotate("", xy=(x1 - width / 2 - 0.01, y), xytext=(x0 + width / 2 + 0.01, y),
-                    arrowprops=dict(arrowstyle="->", color="0.3"))
+        ax.annotate(
+            "",
+            xy=(x1 - width / 2 - 0.01, y),
+            xytext=(x0 + width / 2 + 0.01, y),
+            arrowprops=dict(arrowstyle="->", color="0.3"),
+        )
     ax.text(0.59, y + 0.05, f"features\n{feature_dim}-d", ha="center", va="bottom", fontsize=8)
     ax.text(0.79, y + 0.05, f"embeddings\nd = {dim}", ha="center", va="bottom", fontsize=8)
     ax.text(0.49, 0.3, "kNN accuracy,\nlinear probe", ha="center", va="top", fontsize=8, color="#08519c")
-    ax.text(0.69, 0.3, "loss terms, std,\neffective rank,\nleading share", ha="center", va="top", fontsize=8,
-            color="#a63603")
+    ax.text(
+        0.69,
+        0.3,
+        "loss terms, std,\neffective rank,\nleading share",
+        ha="center",
+        va="top",
+        fontsize=8,
+        color="#a63603",
+    )
     ax.set(xlim=(0, 1), ylim=(0, 1))
     ax.set_axis_off()
     return fig
 
 
-def collapse_map(ax, results: dict, *, margin: float = 1.0, complete_below: float = 0.05,
-                 dimensional_above: float = 0.3):
+def collapse_map(
+    ax, results: dict, *, margin: float = 1.0, complete_below: float = 0.05, dimensional_above: float = 0.3
+):
     """Each run as one point: final median std (x) against the final share of the variance along
     the leading direction (y), both on log scales, with the thresholds of
     ``diagnostics.collapse_report`` drawn, so that complete collapse (left of the vertical line),
@@ -440,10 +477,18 @@ def collapse_map(ax, results: dict, *, margin: float = 1.0, complete_below: floa
     ax.axhline(dimensional_above, color="tab:purple", ls="--", lw=1)
     xs = [r.final["median_std"] for r in results.values()] + [complete_below * margin]
     ys = [r.final["leading_share"] for r in results.values()] + [dimensional_above]
-    ax.set(xscale="log", yscale="log", xlim=(min(xs) / 3, max(xs) * 20), ylim=(min(ys) / 2, 2.0),
-           xlabel="median std per dimension (final)", ylabel="leading direction's share of the variance (final)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlim=(min(xs) / 3, max(xs) * 20),
+        ylim=(min(ys) / 2, 2.0),
+        xlabel="median std per dimension (final)",
+        ylabel="leading direction's share of the variance (final)",
+    )
     ax.text(0.02, 0.02, "complete\ncollapse", transform=ax.transAxes, va="bottom", fontsize=8, color="tab:red")
-    ax.text(0.98, 0.98, "dimensional collapse", transform=ax.transAxes, ha="right", va="top", fontsize=8, color="tab:purple")
+    ax.text(
+        0.98, 0.98, "dimensional collapse", transform=ax.transAxes, ha="right", va="top", fontsize=8, color="tab:purple"
+    )
     ax.text(0.98, 0.02, "healthy", transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
     ax.set_title("collapse at a glance", fontsize=9)
     return ax

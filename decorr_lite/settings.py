@@ -48,6 +48,8 @@ def resolve_precision(precision: str, device: str) -> str:
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     if precision == "fp16" and not device.startswith("cuda"):
-        raise ValueError("precision='fp16' needs a CUDA device (fp16 autocast with a gradient scaler); "
-                         "on a CPU use 'bf16' (fast with native bf16) or 'fp32'")
+        raise ValueError(
+            "precision='fp16' needs a CUDA device (fp16 autocast with a gradient scaler); "
+            "on a CPU use 'bf16' (fast with native bf16) or 'fp32'"
+        )
     return precision

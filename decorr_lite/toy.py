@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import diagnostics
-from .losses import barlow_twins_terms, vicreg_terms
+from .losses import loss_spec
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,15 @@ class ToyData:
         return self.x + noise(), self.x + noise()
 
 
-def toy_data(n: int = 512, input_dim: int = 16, clean: int = 8, *, nuisance_noise: float = 2.0,
-             content_noise: float = 0.1, seed: int = 0) -> ToyData:
+def toy_data(
+    n: int = 512,
+    input_dim: int = 16,
+    clean: int = 8,
+    *,
+    nuisance_noise: float = 2.0,
+    content_noise: float = 0.1,
+    seed: int = 0,
+) -> ToyData:
     """Gaussian inputs with unit variance per coordinate; see the module docstring."""
     if not 0 < clean <= input_dim:
         raise ValueError(f"clean must be in [1, input_dim={input_dim}], got {clean}")
@@ -70,34 +77,29 @@ def train_toy(
     data: ToyData | None = None,
     *,
     loss: str = "vicreg",
-    sim_coeff: float = 25.0,
-    std_coeff: float = 25.0,
-    cov_coeff: float = 1.0,
-    lambd: float = 0.0051,
-    on_diag_coeff: float = 1.0,
     dim: int = 8,
     steps: int = 300,
     lr: float = 0.05,
     seed: int = 0,
     record_every: int = 10,
+    **weights: float,
 ) -> ToyRun:
-    """Train the linear toy encoder with the given term weights (0 switches a term off)."""
+    """Train the linear toy encoder with ``loss`` (a name of ``decorr_lite.losses.LOSSES``) and
+    its terms' weights by coefficient name (``std_coeff=0.0``: variance off; the others keep their
+    defaults)."""
+    spec = loss_spec(loss)
+    unknown = sorted(set(weights) - set(spec.defaults))
+    if unknown:
+        raise ValueError(f"{spec.title}'s weights are {tuple(spec.defaults)}; got {unknown}")
     data = data if data is not None else toy_data(seed=seed)
     g = torch.Generator().manual_seed(seed)
     weight = (torch.randn(dim, data.x.shape[1], generator=g) / data.x.shape[1] ** 0.5).requires_grad_()
     optimizer = torch.optim.Adam([weight], lr=lr)
-    if loss == "vicreg":
-        weights = {"invariance": sim_coeff, "variance": std_coeff, "covariance": cov_coeff}
-    elif loss == "barlow":
-        weights = {"on_diagonal": on_diag_coeff, "off_diagonal": lambd}
-    else:
-        raise ValueError(f"loss must be 'vicreg' or 'barlow', got {loss!r}")
+    weights = spec.weights(weights)
     history: dict[str, list[float]] = {"step": [], "median_std": [], "effective_rank": [], **{t: [] for t in weights}}
 
     def terms(z1, z2):
-        if loss == "vicreg":
-            return vicreg_terms(z1, z2, check_finite=False)
-        return barlow_twins_terms(z1, z2, check_finite=False)
+        return spec.terms_function(z1, z2, check_finite=False)
 
     for step in range(steps + 1):
         v1, v2 = data.views(g)

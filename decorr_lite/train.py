@@ -34,23 +34,27 @@ import torch
 
 from . import _atomic, diagnostics
 from .augment import TwoViews, normalize
-from .benchmark import peak_memory_since, start_peak_memory
 from .data import balanced_subset, cifar10, load_cifar10
 from .data.cifar10 import CacheWarning
-from .losses import METHODS, barlow_twins_terms, batch_standardize, covariance_loss, cross_correlation, vicreg_terms
+from .losses import (
+    LOSSES,
+    METHODS,
+    barlow_twins_terms,
+    batch_standardize,
+    covariance_loss,
+    cross_correlation,
+    loss_spec,
+)
 from .losses._checks import check_exponent, check_method
-from .losses.vicreg import TERMS as VICREG_TERMS
+from .losses._module import DecorrelationLoss
+from .memory import peak_memory_since, start_peak_memory
 from .models import ENCODERS, build_model
 from .paths import cache_dir
 from .settings import PRECISIONS, quick_mode, resolve_device, resolve_precision
 
-LOSSES = ("vicreg", "barlow")
-TERMS = {"vicreg": VICREG_TERMS, "barlow": ("on_diagonal", "off_diagonal")}
-# each term's weight: the TrainConfig field that scales it (0 switches the term off)
-WEIGHTS = {
-    "vicreg": {"invariance": "sim_coeff", "variance": "std_coeff", "covariance": "cov_coeff"},
-    "barlow": {"on_diagonal": "on_diag_coeff", "off_diagonal": "lambd"},
-}
+_VICREG, _BARLOW = LOSSES["vicreg"].default, LOSSES["barlow"].default  # the weights' defaults
+# every loss's coefficients: TrainConfig has one field for each (a weight of 0 switches its term off)
+COEFFICIENTS = tuple(term.coefficient for spec in LOSSES.values() for term in spec.terms)
 # Part of every cache key: bump it when a change to this file changes the numbers of a run.
 # 4: the relaxed sums are normalised before the power (rounding-level changes); 5: the evaluation
 # points use subsets of the final evaluation's sets, BatchNorm re-estimated on bn_images of its bank;
@@ -75,12 +79,33 @@ def classroom_settings(quick: bool = False) -> dict:
     if quick:
         # Barlow Twins' lambda 0.0051 was tuned for d = 8192; at d = 256 and 60 steps it leaves
         # the features below the untrained encoder's, 0.02 lifts them above (docs/training.md)
-        return dict(encoder="small", width=16, dim=256, steps=60, train_subset=5000, eval_points=3,
-                    eval_bank=2000, eval_queries=1000, final_bank=2000, final_queries=1000, lambd=0.02)
+        return dict(
+            encoder="small",
+            width=16,
+            dim=256,
+            steps=60,
+            train_subset=5000,
+            eval_points=3,
+            eval_bank=2000,
+            eval_queries=1000,
+            final_bank=2000,
+            final_queries=1000,
+            lambd=0.02,
+        )
     # every evaluation point on the final evaluation's sets: the curves start at the untrained
     # encoder's numbers and end at the run's final ones, as its table reports them
-    return dict(encoder="small", width=16, dim=1024, steps=300, train_subset=None, eval_points=6,
-                eval_bank=10000, eval_queries=5000, final_bank=10000, final_queries=5000)
+    return dict(
+        encoder="small",
+        width=16,
+        dim=1024,
+        steps=300,
+        train_subset=None,
+        eval_points=6,
+        eval_bank=10000,
+        eval_queries=5000,
+        final_bank=10000,
+        final_queries=5000,
+    )
 
 
 def train_runs(runs: dict[str, dict], settings: dict) -> dict[str, TrainResult]:
@@ -95,15 +120,18 @@ def train_runs(runs: dict[str, dict], settings: dict) -> dict[str, TrainResult]:
         if run is None:  # say so before the wait: a new run trains from the data
             from .paths import data_dir
 
-            print(f"{label:{width}s}  not in the run bank or your run cache: training it from CIFAR-10 in "
-                  f"{data_dir(config.data_root)} (about a minute on 2 CPU cores with native bf16)", flush=True)
+            print(
+                f"{label:{width}s}  not in the run bank or your run cache: training it from CIFAR-10 in "
+                f"{data_dir(config.data_root)} (about a minute on 2 CPU cores with native bf16)",
+                flush=True,
+            )
             run = train_ssl(config, progress=False)
         results[label] = run
         print(f"{label:{width}s}  {run.final['seconds']:4.0f} s to train and evaluate{_origin(run)}")
     return results
 
 
-def _origin(run: "TrainResult") -> str:
+def _origin(run: TrainResult) -> str:
     """Where a run came from, for the line a notebook prints about it."""
     if run.from_bank:
         p = run.final.get("provenance", {})
@@ -116,13 +144,24 @@ def summary_table(runs: dict) -> str:
     rows = [("run", "steps", "s/step", "kNN", "probe", "eff. rank", "lead. share", "median std", "verdict")]
     for label, run in runs.items():
         f = run.final
-        rows.append((label, str(f["steps"]), f"{f['seconds_per_step']:.2f}", f"{f['knn_top1']:.3f}",
-                     f"{f['linear_probe_top1']:.3f}", f"{f['effective_rank']:.1f}", f"{f['leading_share']:.3f}",
-                     f"{f['median_std']:.3f}", f["verdict"]))
+        rows.append(
+            (
+                label,
+                str(f["steps"]),
+                f"{f['seconds_per_step']:.2f}",
+                f"{f['knn_top1']:.3f}",
+                f"{f['linear_probe_top1']:.3f}",
+                f"{f['effective_rank']:.1f}",
+                f"{f['leading_share']:.3f}",
+                f"{f['median_std']:.3f}",
+                f["verdict"],
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     last = len(rows[0]) - 1
-    lines = ["  ".join(c.ljust(w) if i in (0, last) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in rows]
+    lines = [
+        "  ".join(c.ljust(w) if i in (0, last) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -131,14 +170,14 @@ def summary_table(runs: dict) -> str:
 class TrainConfig:
     """Every setting of a run. The cache key is a hash of all of them."""
 
-    loss: str = "vicreg"
+    loss: str = "vicreg"  # a name of decorr_lite.losses.LOSSES
     # VICReg weights (a weight of 0 switches the term off)
-    sim_coeff: float = 25.0
-    std_coeff: float = 25.0
-    cov_coeff: float = 1.0
+    sim_coeff: float = _VICREG("sim_coeff")
+    std_coeff: float = _VICREG("std_coeff")
+    cov_coeff: float = _VICREG("cov_coeff")
     # Barlow Twins weights
-    on_diag_coeff: float = 1.0
-    lambd: float = 0.0051
+    on_diag_coeff: float = _BARLOW("on_diag_coeff")
+    lambd: float = _BARLOW("lambd")
     # how the decorrelation term is computed
     method: str = "exact"
     block_size: int | None = None
@@ -197,12 +236,12 @@ def _validate(c: TrainConfig) -> None:
     """Every setting, checked before any data is read, each error naming the field and the fix."""
     _check_types(c)
     if c.loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {c.loss!r}")
+        raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {c.loss!r}")
     if c.method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {c.method!r}")
     if c.encoder not in ENCODERS:
         raise ValueError(f"encoder must be one of {ENCODERS}, got {c.encoder!r}")
-    for name in ("sim_coeff", "std_coeff", "cov_coeff", "on_diag_coeff", "lambd", "weight_decay", "warmup_fraction"):
+    for name in (*COEFFICIENTS, "weight_decay", "warmup_fraction"):
         value = getattr(c, name)
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -220,10 +259,19 @@ def _validate(c: TrainConfig) -> None:
         raise ValueError(f"train_subset must be in [1, {train_size}] (None: all training images), got {c.train_subset}")
     images = train_size if c.train_subset is None else c.train_subset
     if not 2 <= c.batch_size <= images:
-        raise ValueError(f"batch_size must be in [2, {images}] (batch statistics need two samples; at most the "
-                         f"{images} training images), got {c.batch_size}")
-    for name, low in (("width", 1), ("dim", 2), ("eval_points", 1), ("matrix_dims", 1), ("knn_k", 1), ("probe_batch", 2),
-                      ("bn_images", 2)):
+        raise ValueError(
+            f"batch_size must be in [2, {images}] (batch statistics need two samples; at most the "
+            f"{images} training images), got {c.batch_size}"
+        )
+    for name, low in (
+        ("width", 1),
+        ("dim", 2),
+        ("eval_points", 1),
+        ("matrix_dims", 1),
+        ("knn_k", 1),
+        ("probe_batch", 2),
+        ("bn_images", 2),
+    ):
         if getattr(c, name) < low:
             raise ValueError(f"{name} must be >= {low}, got {getattr(c, name)}")
     if c.hidden_dim is not None and c.hidden_dim < 1:
@@ -235,8 +283,11 @@ def _validate(c: TrainConfig) -> None:
     for name in ("eval_queries", "final_queries"):
         value = getattr(c, name)
         if value is not None and not 1 <= value:
-            raise ValueError(f"{name} must be >= 1" + (" or None (every test image)" if name == "final_queries" else "")
-                             + f", got {value}")
+            raise ValueError(
+                f"{name} must be >= 1"
+                + (" or None (every test image)" if name == "final_queries" else "")
+                + f", got {value}"
+            )
     for name in ("eval_bank", "final_bank"):  # the final bank from the training images, the other from it
         bank = min(getattr(c, name), c.final_bank, images)
         if c.knn_k > bank:
@@ -291,7 +342,9 @@ def _check_writable_folder(path: Path, name: str) -> None:
     try:
         tempfile.TemporaryFile(dir=existing).close()
     except OSError as err:
-        raise ValueError(f"{name}={str(path)!r} cannot be written ({err.strerror or err}); choose another folder") from err
+        raise ValueError(
+            f"{name}={str(path)!r} cannot be written ({err.strerror or err}); choose another folder"
+        ) from err
 
 
 @dataclass
@@ -318,8 +371,10 @@ class TrainResult:
     def load_model(self, map_location="cpu"):
         """The trained model (encoder + projector), rebuilt and loaded from the run folder."""
         if self.from_bank:
-            raise ValueError("a run from the run bank has no model weights (the bank ships metrics and arrays "
-                             "only): train it here with train_ssl(..., use_bank=False)")
+            raise ValueError(
+                "a run from the run bank has no model weights (the bank ships metrics and arrays "
+                "only): train it here with train_ssl(..., use_bank=False)"
+            )
         if self.path is None:
             raise ValueError("this run was not saved (cache=False and no out=)")
         model = build_model(self.config["encoder"], self.config["dim"], self.config["hidden_dim"], self.config["width"])
@@ -442,8 +497,11 @@ def _load(run_dir: Path) -> TrainResult | None:
         result = load_run(run_dir)
         torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)  # reads and checks every byte
     except Exception as err:  # a damaged file can raise almost anything
-        warnings.warn(f"the cached run {run_dir} is damaged ({type(err).__name__}: {err}); it is trained again "
-                      "and replaced", CacheWarning, stacklevel=3)
+        warnings.warn(
+            f"the cached run {run_dir} is damaged ({type(err).__name__}: {err}); it is trained again and replaced",
+            CacheWarning,
+            stacklevel=3,
+        )
         return None
     result.from_cache = True
     return result
@@ -476,8 +534,12 @@ def _save_run(result: TrainResult, path: Path, *, warn: bool = False) -> bool:
     except OSError as err:
         if not warn:
             raise
-        warnings.warn(f"the run was not cached: {path.parent} cannot be written ({type(err).__name__}: {err}). "
-                      "Set DECORR_CACHE to a writable folder to cache runs.", CacheWarning, stacklevel=3)
+        warnings.warn(
+            f"the run was not cached: {path.parent} cannot be written ({type(err).__name__}: {err}). "
+            "Set DECORR_CACHE to a writable folder to cache runs.",
+            CacheWarning,
+            stacklevel=3,
+        )
         return False
     return True
 
@@ -485,32 +547,23 @@ def _save_run(result: TrainResult, path: Path, *, warn: bool = False) -> bool:
 # --------------------------------------------------------------------------- the training loop
 
 
-def _loss_terms(config: TrainConfig, z1: torch.Tensor, z2: torch.Tensor, permutation,
-                distributed: bool = False) -> tuple[torch.Tensor, dict]:
-    """The weighted loss (with gradient through active terms) and every term's value; with
-    ``distributed``, of the global batch over every process (``gather_distributed``)."""
-    weights = {term: getattr(config, name) for term, name in WEIGHTS[config.loss].items()}
-    if config.loss == "vicreg":
-        compute = lambda terms: vicreg_terms(  # noqa: E731
-            z1, z2, terms=terms, method=config.method, block_size=config.block_size,
-            exponent=config.exponent, permutation=permutation, check_finite=False, gather_distributed=distributed,
-        )
-    else:
-        compute = lambda terms: barlow_twins_terms(  # noqa: E731
-            z1, z2, off_diagonal="off_diagonal" in terms, method=config.method,
-            block_size=config.block_size, exponent=config.exponent, permutation=permutation, check_finite=False,
-            gather_distributed=distributed,
-        )
-    active = [t for t, w in weights.items() if w]
-    values = compute(active) if active else {}
-    loss = sum((weights[t] * values[t] for t in active), z1.new_zeros(()))
-    # Barlow Twins' on-diagonal term comes with every call, so only what is still missing is
-    # computed again.
-    inactive = [t for t in weights if t not in values]
-    if inactive:
-        with torch.no_grad():  # measured for the curves, but no gradient: the term is "off"
-            values.update({t: v for t, v in compute(inactive).items() if t in inactive})
-    return loss, {t: float(v.detach()) for t, v in values.items()}
+def build_loss(config: TrainConfig, distributed: bool = False) -> DecorrelationLoss:
+    """The loss module of a run: its spec's module with the run's weights and method. It draws
+    the feature permutation of ``method="fft"`` at every step from its own generator, seeded
+    from the run's seed, and measures the terms that are off too (without a gradient), for the
+    curves; with ``distributed``, of the global batch over every process."""
+    spec = loss_spec(config.loss)
+    return spec.module(
+        **{coefficient: getattr(config, coefficient) for coefficient in spec.defaults},
+        method=config.method,
+        block_size=config.block_size,
+        exponent=config.exponent,
+        permute=config.permutation,
+        seed=config.seed + 5,
+        check_finite=False,
+        gather_distributed=distributed,
+        measure_all_terms=True,
+    )
 
 
 def _lr_at(step: int, total: int, config: TrainConfig) -> float:
@@ -550,8 +603,9 @@ def recalibrated(model, images: torch.Tensor, device: torch.device, batch_size: 
 
 
 @torch.inference_mode()
-def embed(model, images: torch.Tensor, device: torch.device, batch_size: int = 1000,
-          precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+def embed(
+    model, images: torch.Tensor, device: torch.device, batch_size: int = 1000, precision: str = "fp32"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Backbone features and projector embeddings (float32, on the CPU) of uint8 images, in
     eval mode, the forward passes under the autocast of ``precision``."""
     was_training = model.training
@@ -582,12 +636,7 @@ def _evaluate(model, config, device, bank, queries, calibration, probe_views, pr
     report = diagnostics.collapse_report(query_z, spectrum=spectrum)
     scalars = {
         "knn_top1": diagnostics.knn_accuracy(bank_f, bank_y, query_f, query_y, k=config.knn_k),
-        "effective_rank": report.effective_rank,
-        "leading_share": report.leading_share,
-        "median_std": report.median_std,
-        "min_std": report.min_std,
-        "fraction_below_margin": report.fraction_below_margin,
-        "verdict": report.verdict,
+        **_collapse_scalars(report),
     }
     # The probe batch: the same two augmented views of the same images at every evaluation.
     with torch.inference_mode(), autocast(device, precision):
@@ -643,133 +692,201 @@ def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, r
     device = torch.device(resolve_device(config.device))
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())  # this process's GPU
-    train_x, train_y = load_cifar10("train", config.data_root, subset=config.train_subset, seed=config.seed, progress=progress)
+    train_x, train_y = load_cifar10(
+        "train", config.data_root, subset=config.train_subset, seed=config.seed, progress=progress
+    )
     test_x, test_y = load_cifar10("test", config.data_root, progress=progress)
     if config.batch_size > train_x.shape[0]:
         raise ValueError(f"batch_size={config.batch_size} is larger than the training set ({train_x.shape[0]})")
-
-    # Fixed evaluation sets, drawn once per seed: the final evaluation's kNN bank (training
-    # images) and queries (test images); the evaluation points use balanced subsets of them,
-    # all of them when as large (the classroom settings), so that a curve's last point is the
-    # final evaluation and its first the untrained encoder's; BatchNorm is re-estimated on the
-    # same bn_images of the bank at every point.
-    def pick(x, y, size, seed):
-        if size is None or size >= len(y):
-            return x, y
-        index = torch.from_numpy(balanced_subset(y.numpy(), size, seed=seed))
-        return x[index], y[index]
-
-    final_sets = (pick(train_x, train_y, config.final_bank, config.seed + 6),
-                  pick(test_x, test_y, config.final_queries, config.seed + 7))
-    bank = pick(*final_sets[0], config.eval_bank, config.seed + 1)
-    queries = pick(*final_sets[1], config.eval_queries, config.seed + 2)
-    calibration = pick(*final_sets[0], config.bn_images, config.seed + 1)[0]
     augment = TwoViews().to(device)
-    probe_images = pick(test_x, test_y, config.probe_batch, config.seed + 3)[0].to(device)
-    probe_views = augment(probe_images, seed=config.seed + 4)
-
-    torch.manual_seed(config.seed)
-    model = build_model(config.encoder, config.dim, config.hidden_dim, config.width).to(device)
-    model, as_input = prepare_model(model)
-    forward = model
-    if world > 1:
-        # Every process starts from the same weights (same seed) and DDP keeps them equal. The
-        # loss is computed on the global batch (gather_distributed); its local gradients are
-        # world_size times the true ones, which DDP's averaging undoes. BatchNorm statistics
-        # stay per process (no SyncBatchNorm: it needs CUDA, and process 0's evaluation, which
-        # runs BatchNorm in training mode alone, would wait for the others forever).
-        forward = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    sets = _evaluation_sets(config, (train_x, train_y), (test_x, test_y), augment, device)
+    model, forward, as_input = _model(config, device, world)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # Mixed precision: the model runs under autocast; its weights, BatchNorm statistics and the
     # optimiser state stay float32, and the loss is computed on float32 embeddings. fp16 (CUDA
     # only) scales the loss so that small gradients survive its narrow range.
     precision = resolve_precision(config.precision, device.type)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    order_gen = torch.Generator().manual_seed(config.seed)
-    perm_gen = torch.Generator().manual_seed(config.seed + 5)
+    loss_fn = build_loss(config, distributed=world > 1)
 
-    n_train = train_x.shape[0]
-    per_epoch = max(n_train // config.batch_size, 1)
-    total = config.total_steps(n_train)
+    total = config.total_steps(train_x.shape[0])
     eval_at = sorted({round(i * total / config.eval_points) for i in range(config.eval_points + 1)})
-    history, arrays = [], {"eval_steps": np.array(eval_at)}
-    collected: dict[str, list] = {}
-    last_point: dict = {"features": None}  # what the latest evaluation point measured
-    running: dict[str, list] = {}
-    train_seconds = 0.0
-    peak_bytes = 0
-    order = torch.randperm(n_train, generator=order_gen)
-
-    def record(step: int) -> None:
-        if rank != 0:  # process 0 evaluates; the others wait for it at the next collective
-            running.clear()
-            return
-        scalars, arr, last_point["features"] = _evaluate(model, config, device, bank, queries, calibration, probe_views,
-                                                         precision)
-        entry = {"step": step, "epoch": step / per_epoch, "seconds": train_seconds}
-        # the mean of each term over the steps since the previous evaluation point; at step 0
-        # the terms of the first batch before any update (filled in after that step)
-        entry.update({k: float(np.mean(v)) for k, v in running.items()})
-        entry.update(scalars)
-        history.append(entry)
-        running.clear()
-        for k, v in arr.items():
-            collected.setdefault(k, []).append(v)
+    per_epoch = max(train_x.shape[0] // config.batch_size, 1)
+    # process 0 evaluates; the others wait for it at the next collective
+    evaluate = (
+        (
+            lambda: _evaluate(
+                model, config, device, sets.bank, sets.queries, sets.calibration, sets.probe_views, precision
+            )
+        )
+        if rank == 0
+        else None
+    )
+    history = _History(evaluate, per_epoch, eval_at)
+    train_seconds, peak_bytes = 0.0, 0
 
     model.train()
     bar = tqdm(total=total, desc=_describe(config), unit="step", disable=not progress)
-    for step in range(total):
+    for step, batch, seed in _batches(train_x, config, total, world, rank):
         if step in eval_at:
-            record(step)
+            history.point(step, train_seconds)
         baseline = start_peak_memory(device)
         t0 = time.perf_counter()
-        position = step % per_epoch
-        if position == 0 and step > 0:
-            order = torch.randperm(n_train, generator=order_gen)
-        batch = train_x[order[position * config.batch_size : (position + 1) * config.batch_size]]
-        seed = config.seed * 1_000_003 + step + 1
-        if world > 1:  # this process's share of the global batch, with its own augmentations
-            batch, seed = batch.tensor_split(world)[rank], seed + 7919 * rank
         v1, v2 = augment(batch.to(device), seed=seed)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, total, config)
-        loss, terms = training_step(forward, optimizer, scaler, config, precision, as_input(v1), as_input(v2),
-                                    _permutation(config, perm_gen, device), world > 1, step)
+        loss, terms = training_step(
+            forward, optimizer, scaler, loss_fn, config, precision, as_input(v1), as_input(v2), step
+        )
         train_seconds += time.perf_counter() - t0
         peak_bytes = max(peak_bytes, peak_memory_since(device, baseline))
-        running.setdefault("loss", []).append(loss.item())
-        for k, v in terms.items():
-            running.setdefault(k, []).append(v)
-        if step == 0 and rank == 0:
-            history[0].update({"loss": loss.item(), **terms})
+        history.step(step, loss.item(), terms)
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.3g}")
         if callback is not None:
             callback(step + 1, total)
     bar.close()
-    record(total)
+    history.point(total, train_seconds)
     if rank != 0:
         return TrainResult(config.as_dict(), [], {"steps": total, "train_seconds": train_seconds}, {})
 
     # the last evaluation point measured the final sets already when they are its own sets
-    reuse = last_point["features"] if bank is final_sets[0] and queries is final_sets[1] else None
-    final = _final_evaluation(model, config, device, *final_sets, calibration, precision, reuse)
-    final["seconds"] = time.perf_counter() - started
-    final["train_seconds"] = train_seconds
-    final["seconds_per_step"] = train_seconds / total if total else 0.0
-    final["steps"] = total
-    final["world_size"] = world
-    final["precision"] = precision
-    # The largest growth of memory during one training step, above what was held before it (the
-    # model, optimiser state and data): torch's allocator peak on CUDA; on the CPU the growth of
-    # the resident set, a lower bound (memory the allocator reuses is not seen) in which the
-    # d x d matrices of the exact loss at large d stand out.
-    final["peak_step_memory_mb"] = peak_bytes / 2**20
-    final["provenance"] = provenance(config, device, precision)
-    arrays.update({k: np.stack(v) for k, v in collected.items()})
+    reuse = history.last_features if sets.bank is sets.final_bank and sets.queries is sets.final_queries else None
+    final = _final_evaluation(
+        model, config, device, sets.final_bank, sets.final_queries, sets.calibration, precision, reuse
+    )
+    final.update(
+        seconds=time.perf_counter() - started,
+        train_seconds=train_seconds,
+        seconds_per_step=train_seconds / total if total else 0.0,
+        steps=total,
+        world_size=world,
+        precision=precision,
+        # The largest growth of memory during one training step, above what was held before it
+        # (the model, optimiser state and data): torch's allocator peak on CUDA; on the CPU the
+        # growth of the resident set, a lower bound (memory the allocator reuses is not seen) in
+        # which the d x d matrices of the exact loss at large d stand out.
+        peak_step_memory_mb=peak_bytes / 2**20,
+        provenance=provenance(config, device, precision),
+    )
     state = {k: v.cpu() for k, v in model.state_dict().items()}
-    return TrainResult(config.as_dict(), history, final, arrays, state_dict=state)
+    return TrainResult(config.as_dict(), history.entries, final, history.arrays(), state_dict=state)
+
+
+@dataclass(frozen=True)
+class _EvaluationSets:
+    final_bank: tuple  # (images, labels) of training images: the final kNN bank and probe fit
+    final_queries: tuple  # (images, labels) of test images
+    bank: tuple  # the evaluation points' subsets of the two (the same objects when as large)
+    queries: tuple
+    calibration: torch.Tensor  # the images precise BN re-estimates BatchNorm on
+    probe_views: tuple  # the two augmented views of the probe batch, the same at every point
+
+
+def _evaluation_sets(config: TrainConfig, train: tuple, test: tuple, augment, device) -> _EvaluationSets:
+    """Fixed evaluation sets, drawn once per seed: the final evaluation's kNN bank (training
+    images) and queries (test images); the evaluation points use balanced subsets of them, all
+    of them when as large (the classroom settings), so that a curve's last point is the final
+    evaluation and its first the untrained encoder's; BatchNorm is re-estimated on the same
+    bn_images of the bank at every point."""
+
+    def pick(x, y, size, seed):
+        if size is None or size >= len(y):
+            return x, y
+        index = torch.from_numpy(balanced_subset(y.numpy(), size, seed=seed))
+        return x[index], y[index]
+
+    final_bank = pick(*train, config.final_bank, config.seed + 6)
+    final_queries = pick(*test, config.final_queries, config.seed + 7)
+    probe_images = pick(*test, config.probe_batch, config.seed + 3)[0].to(device)
+    return _EvaluationSets(
+        final_bank=final_bank,
+        final_queries=final_queries,
+        bank=pick(*final_bank, config.eval_bank, config.seed + 1),
+        queries=pick(*final_queries, config.eval_queries, config.seed + 2),
+        calibration=pick(*final_bank, config.bn_images, config.seed + 1)[0],
+        probe_views=augment(probe_images, seed=config.seed + 4),
+    )
+
+
+def _model(config: TrainConfig, device: torch.device, world: int):
+    """The model in its memory format, what the training step calls (the model, or its DDP
+    wrapper), and the function that lays out its input images."""
+    torch.manual_seed(config.seed)
+    model, as_input = prepare_model(build_model(config.encoder, config.dim, config.hidden_dim, config.width).to(device))
+    if world == 1:
+        return model, model, as_input
+    # Every process starts from the same weights (same seed) and DDP keeps them equal. The loss is
+    # computed on the global batch (gather_distributed); its local gradients are world_size times
+    # the true ones, which DDP's averaging undoes. BatchNorm statistics stay per process (no
+    # SyncBatchNorm: it needs CUDA, and process 0's evaluation, which runs BatchNorm in training
+    # mode alone, would wait for the others forever).
+    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model, ddp, as_input
+
+
+def _batches(train_x: torch.Tensor, config: TrainConfig, total: int, world: int, rank: int):
+    """(step, images, augmentation seed) of this process for every step: a fresh shuffle of the
+    training set per epoch; with several processes, each takes its share of the global batch and
+    draws its own augmentations."""
+    n = train_x.shape[0]
+    per_epoch = max(n // config.batch_size, 1)
+    order_gen = torch.Generator().manual_seed(config.seed)
+    order = torch.randperm(n, generator=order_gen)
+    for step in range(total):
+        position = step % per_epoch
+        if position == 0 and step > 0:
+            order = torch.randperm(n, generator=order_gen)
+        batch = train_x[order[position * config.batch_size : (position + 1) * config.batch_size]]
+        seed = config.seed * 1_000_003 + step + 1
+        if world > 1:
+            batch, seed = batch.tensor_split(world)[rank], seed + 7919 * rank
+        yield step, batch, seed
+
+
+class _History:
+    """A run's evaluation points: the scalars and arrays ``evaluate()`` measures at each (None on
+    the processes that do not evaluate), with the mean of each loss term over the steps since the
+    previous point; at step 0 the terms of the first batch before any update."""
+
+    def __init__(self, evaluate, per_epoch: int, eval_at: list[int]) -> None:
+        self.evaluate, self.per_epoch = evaluate, per_epoch
+        self.entries: list[dict] = []
+        self.collected: dict[str, list] = {"eval_steps": [np.array(eval_at)]}
+        self.running: dict[str, list] = {}
+        self.last_features = None  # what the latest point measured, for the final evaluation
+
+    def point(self, step: int, train_seconds: float) -> None:
+        if self.evaluate is None:
+            self.running.clear()
+            return
+        scalars, arrays, self.last_features = self.evaluate()
+        entry = {"step": step, "epoch": step / self.per_epoch, "seconds": train_seconds}
+        entry.update({k: float(np.mean(v)) for k, v in self.running.items()})
+        entry.update(scalars)
+        self.entries.append(entry)
+        self.running.clear()
+        for k, v in arrays.items():
+            self.collected.setdefault(k, []).append(v)
+
+    def step(self, step: int, loss: float, terms: dict) -> None:
+        self.running.setdefault("loss", []).append(loss)
+        for k, v in terms.items():
+            self.running.setdefault(k, []).append(v)
+        if step == 0 and self.entries:  # step 0's point was measured before the first update
+            self.entries[0].update({"loss": loss, **terms})
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        steps = self.collected["eval_steps"][0]
+        return {"eval_steps": steps, **{k: np.stack(v) for k, v in self.collected.items() if k != "eval_steps"}}
+
+
+def _collapse_scalars(report: diagnostics.CollapseReport) -> dict:
+    """What a run records of a collapse report, at every evaluation point and at the end."""
+    return {name: getattr(report, name) for name in COLLAPSE_SCALARS}
+
+
+COLLAPSE_SCALARS = ("effective_rank", "leading_share", "median_std", "min_std", "fraction_below_margin", "verdict")
 
 
 def _final_evaluation(model, config, device, bank, queries, calibration, precision, reuse=None) -> dict:
@@ -785,12 +902,7 @@ def _final_evaluation(model, config, device, bank, queries, calibration, precisi
     return {
         "knn_top1": knn,
         "linear_probe_top1": diagnostics.linear_probe(bank_f, bank_y, query_f, query_y, seed=config.seed),
-        "effective_rank": report.effective_rank,
-        "leading_share": report.leading_share,
-        "median_std": report.median_std,
-        "min_std": report.min_std,
-        "fraction_below_margin": report.fraction_below_margin,
-        "verdict": report.verdict,
+        **_collapse_scalars(report),
         "bank_size": int(bank_x.shape[0]),
         "query_size": int(query_x.shape[0]),
     }
@@ -829,8 +941,13 @@ def _code_version(version: str) -> str:
     if not (root / ".git").exists():
         return version
     try:
-        commit = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return version
     return f"{version}+{commit}" if commit else version
@@ -851,13 +968,15 @@ def _cpu_name() -> str:
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def training_step(forward, optimizer, scaler, config: TrainConfig, precision: str, v1, v2, permutation,
-                  distributed: bool = False, step: int = 0) -> tuple[torch.Tensor, dict]:
+def training_step(
+    forward, optimizer, scaler, loss_fn: DecorrelationLoss, config: TrainConfig, precision: str, v1, v2, step: int = 0
+) -> tuple[torch.Tensor, dict]:
     """One optimiser step on two views: the model under autocast, the loss on its float32
     embeddings, the (fp16: scaled) backward pass. Returns the loss and every term's value."""
     with autocast(v1.device, precision):
         z1, z2 = forward(v1), forward(v2)
-    loss, terms = _loss_terms(config, z1.float(), z2.float(), permutation, distributed=distributed)
+    loss = loss_fn(z1.float(), z2.float())
+    terms = {name: float(value) for name, value in loss_fn.terms.items()}
     if not torch.isfinite(loss):
         values = ", ".join(f"{name} {value:.4g}" for name, value in terms.items())
         raise FloatingPointError(
@@ -887,20 +1006,19 @@ def step_cost(config: TrainConfig, steps: int = 4, seed: int = 0) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     g = torch.Generator().manual_seed(seed)
-    perm_gen = torch.Generator().manual_seed(seed + 5)
+    loss_fn = build_loss(dataclasses.replace(config, seed=seed))
     views = [as_input(torch.randn(config.batch_size, 3, 32, 32, generator=g).to(device)) for _ in range(2)]
     seconds, peak = [], 0
     for step in range(steps + 1):
         baseline = start_peak_memory(device)
         t0 = time.perf_counter()
-        training_step(model, optimizer, scaler, config, precision, *views, _permutation(config, perm_gen, device))
+        training_step(model, optimizer, scaler, loss_fn, config, precision, *views)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if step:  # the first step warms up (allocations, kernel selection)
             seconds.append(time.perf_counter() - t0)
         peak = max(peak, peak_memory_since(device, baseline))
-    return {"seconds_per_step": statistics.median(seconds), "peak_step_memory_mb": peak / 2**20,
-            "precision": precision}
+    return {"seconds_per_step": statistics.median(seconds), "peak_step_memory_mb": peak / 2**20, "precision": precision}
 
 
 def prepare_model(model, channels_last: bool = True):
@@ -919,16 +1037,7 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(precision), enabled=precision != "fp32")
 
 
-def _permutation(config: TrainConfig, generator: torch.Generator, device) -> torch.Tensor | None:
-    if config.method != "fft" or not config.permutation:
-        return None
-    return torch.randperm(config.dim, generator=generator).to(device)
-
-
 def _describe(config: TrainConfig) -> str:
-    if config.loss == "vicreg":
-        terms = f"inv {config.sim_coeff:g} var {config.std_coeff:g} cov {config.cov_coeff:g}"
-    else:
-        terms = f"on {config.on_diag_coeff:g} off {config.lambd:g}"
+    terms = " ".join(f"{term.label} {getattr(config, term.coefficient):g}" for term in loss_spec(config.loss).terms)
     precision = resolve_precision(config.precision, resolve_device(config.device))
     return f"{config.loss} ({terms}, {config.method}, {precision})"

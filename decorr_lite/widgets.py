@@ -17,11 +17,13 @@ from typing import Any
 import torch
 
 from . import plots
-from .losses import barlow_twins_loss
+from .losses import barlow_twins_loss, loss_spec
 from .toy import ToyRun, toy_data, train_toy
 
-VICREG_TERMS = {"sim_coeff": ("invariance", 25.0), "std_coeff": ("variance", 25.0), "cov_coeff": ("covariance", 1.0)}
-BARLOW_TERMS = {"on_diag_coeff": ("on-diagonal", 1.0), "lambd": ("off-diagonal", 0.0051)}
+
+def term_controls(loss: str) -> dict[str, tuple[str, float]]:
+    """{coefficient: (label, default weight)} for each term of ``loss``, from its spec."""
+    return {term.coefficient: (term.label, term.default) for term in loss_spec(loss).terms}
 
 
 def _kernel_loop():
@@ -58,22 +60,37 @@ def _show(output, fig) -> None:
 
 def _png_output(fig) -> dict:
     """The figure as a notebook display output (what an Output widget's ``outputs`` holds)."""
-    return {"output_type": "display_data", "metadata": {},
-            "data": {"image/png": plots.png_base64(fig), "text/plain": repr(fig)}}
+    return {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {"image/png": plots.png_base64(fig), "text/plain": repr(fig)},
+    }
 
 
 class TermPanel:
     """A checkbox and a weight slider per loss term; any change re-runs ``run(**weights)``
     (a switched-off term gets weight 0) and redraws ``draw(result)`` below the controls."""
 
-    def __init__(self, terms: dict[str, tuple[str, float]], run: Callable[..., Any], draw: Callable[[Any], Any]) -> None:
+    def __init__(
+        self, terms: dict[str, tuple[str, float]], run: Callable[..., Any], draw: Callable[[Any], Any]
+    ) -> None:
         import ipywidgets as W
 
         self.run, self.draw = run, draw
-        self.checkboxes = {k: W.Checkbox(value=True, description=label, indent=False) for k, (label, _) in terms.items()}
+        self.checkboxes = {
+            k: W.Checkbox(value=True, description=label, indent=False) for k, (label, _) in terms.items()
+        }
         self.sliders = {
-            k: W.FloatLogSlider(value=default, base=10, min=math.log10(default) - 2, max=math.log10(default) + 1,
-                                step=0.1, description="weight", continuous_update=False, readout_format=".3g")
+            k: W.FloatLogSlider(
+                value=default,
+                base=10,
+                min=math.log10(default) - 2,
+                max=math.log10(default) + 1,
+                step=0.1,
+                description="weight",
+                continuous_update=False,
+                readout_format=".3g",
+            )
             for k, (_, default) in terms.items()
         }
         self.controls = {**{f"{k}_on": c for k, c in self.checkboxes.items()}, **self.sliders}
@@ -102,7 +119,9 @@ class TermPanel:
         self.figure = self.draw(self.result)
         self.updates += 1
         on = [k for k, w in weights.items() if w]
-        self.status.value = f"<small>terms on: {', '.join(on) or 'none'} &mdash; {time.perf_counter() - t0:.1f} s</small>"
+        self.status.value = (
+            f"<small>terms on: {', '.join(on) or 'none'} &mdash; {time.perf_counter() - t0:.1f} s</small>"
+        )
         _show(self.output, self.figure)
 
 
@@ -113,16 +132,19 @@ def toy_figure(run: ToyRun, margin: float = 1.0):
     plots.std_bars(axes[1], run.z1, margin=margin)
     plots.spectrum(axes[2], run.z1)
     report = run.report
-    fig.suptitle(f"{report.verdict}: median std {report.median_std:.2f}, effective rank "
-                 f"{report.effective_rank:.1f} of {report.max_rank}, leading direction "
-                 f"{report.leading_share:.0%}", fontsize=10)
+    fig.suptitle(
+        f"{report.verdict}: median std {report.median_std:.2f}, effective rank "
+        f"{report.effective_rank:.1f} of {report.max_rank}, leading direction "
+        f"{report.leading_share:.0%}",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
 
 def toy_panel(loss: str = "vicreg", **train_kwargs) -> TermPanel:
     """The notebook 01 panel: toggle and weigh each term, retrain the toy encoder, redraw."""
-    terms = VICREG_TERMS if loss == "vicreg" else BARLOW_TERMS
+    terms = term_controls(loss)
     data = toy_data(seed=train_kwargs.pop("seed", 0))
     return TermPanel(terms, partial(train_toy, data, loss=loss, **train_kwargs), toy_figure)
 
@@ -137,8 +159,9 @@ class BlockSizePanel:
 
         self.d, self.cost_n, self.cost_d, self.repeats = d, cost_n, cost_d, repeats
         # any b from 1 to d works (the last block is zero-padded), not only divisors of d
-        self.slider = W.SelectionSlider(options=list(range(1, d + 1)), value=d, description="block size b",
-                                        continuous_update=False)
+        self.slider = W.SelectionSlider(
+            options=list(range(1, d + 1)), value=d, description="block size b", continuous_update=False
+        )
         self.controls = {"block_size": self.slider}
         self.output = W.Output()
         self.status = W.HTML()
@@ -205,37 +228,61 @@ class TrainPanel:
 
     DIMS = (256, 512, 1024, 2048)
 
-    def __init__(self, loss: str = "vicreg", *, draw: Callable[..., Any], settings: dict | None = None,
-                 step_slider: bool = False, prefetch: bool = True) -> None:
+    def __init__(
+        self,
+        loss: str = "vicreg",
+        *,
+        draw: Callable[..., Any],
+        settings: dict | None = None,
+        step_slider: bool = False,
+        prefetch: bool = True,
+    ) -> None:
         import threading
 
         import ipywidgets as W
 
-        from .train import LOSSES
-
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        terms = term_controls(loss)  # a clear error for an unknown loss
         self.loss, self.draw, self.settings = loss, draw, dict(settings or {})
-        terms = VICREG_TERMS if loss == "vicreg" else BARLOW_TERMS
         # a term's weight when on: the settings' (quick mode sets its own lambd), else the loss's default
         self.defaults = {k: float(self.settings.get(k, default)) for k, (_, default) in terms.items()}
-        self.checkboxes = {k: W.Checkbox(value=True, description=label, indent=False) for k, (label, _) in terms.items()}
+        self.checkboxes = {
+            k: W.Checkbox(value=True, description=label, indent=False) for k, (label, _) in terms.items()
+        }
         self.sliders = {
-            k: W.FloatLogSlider(value=default, base=10, min=math.log10(default) - 2, max=math.log10(default) + 1,
-                                step=0.1, description="weight", continuous_update=False, readout_format=".3g",
-                                layout=W.Layout(width="300px"))
+            k: W.FloatLogSlider(
+                value=default,
+                base=10,
+                min=math.log10(default) - 2,
+                max=math.log10(default) + 1,
+                step=0.1,
+                description="weight",
+                continuous_update=False,
+                readout_format=".3g",
+                layout=W.Layout(width="300px"),
+            )
             for k, default in self.defaults.items()
         }
         dim = int(self.settings.get("dim", 1024))
-        self.dim = W.Dropdown(options=sorted({*self.DIMS, dim}), value=dim, description="d",
-                              layout=W.Layout(width="160px"))
-        self.train_button = W.Button(description="Train", icon="play", button_style="primary",
-                                     tooltip="train this setting in the background (cached afterwards)")
-        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True,
-                                      tooltip="stop the training run (nothing is cached)")
+        self.dim = W.Dropdown(
+            options=sorted({*self.DIMS, dim}), value=dim, description="d", layout=W.Layout(width="160px")
+        )
+        self.train_button = W.Button(
+            description="Train",
+            icon="play",
+            button_style="primary",
+            tooltip="train this setting in the background (cached afterwards)",
+        )
+        self.cancel_button = W.Button(
+            description="Cancel", icon="stop", disabled=True, tooltip="stop the training run (nothing is cached)"
+        )
         self.progress = W.IntProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="240px"))
-        self.step = W.SelectionSlider(options=[0], value=0, description="step", continuous_update=False,
-                                      layout=W.Layout(width="420px")) if step_slider else None
+        self.step = (
+            W.SelectionSlider(
+                options=[0], value=0, description="step", continuous_update=False, layout=W.Layout(width="420px")
+            )
+            if step_slider
+            else None
+        )
         self.controls = {**{f"{k}_on": c for k, c in self.checkboxes.items()}, **self.sliders, "dim": self.dim}
         if self.step is not None:
             self.controls["step"] = self.step
@@ -312,12 +359,16 @@ class TrainPanel:
         if not self.training:
             self.progress.value = 0
             self.train_button.disabled = False
-            self.status.value = (f"<small>{self._describe(config)} &mdash; not in the run bank or your run cache: press "
-                                 "<b>Train</b> trains it from CIFAR-10 in the background (about a minute on a "
-                                 "laptop CPU with the classroom settings).</small>")
+            self.status.value = (
+                f"<small>{self._describe(config)} &mdash; not in the run bank or your run cache: press "
+                "<b>Train</b> trains it from CIFAR-10 in the background (about a minute on a "
+                "laptop CPU with the classroom settings).</small>"
+            )
         else:
-            self.status.value = (f"<small>{self._describe(config)} &mdash; not trained yet; the panel is busy with "
-                                 "another run (one at a time): Cancel it, or wait.</small>")
+            self.status.value = (
+                f"<small>{self._describe(config)} &mdash; not trained yet; the panel is busy with "
+                "another run (one at a time): Cancel it, or wait.</small>"
+            )
         self.output.outputs = ()
 
     def train(self, button=None) -> None:
@@ -364,7 +415,9 @@ class TrainPanel:
         except BaseException as error:  # shown in the panel: a thread's exception is otherwise lost
             self.error = error
             what = "cancelled: nothing was cached" if isinstance(error, TrainingCancelled) else "training failed"
-            self.status.value = f"<small>{self._describe(config)} &mdash; {what} ({type(error).__name__}: {error})</small>"
+            self.status.value = (
+                f"<small>{self._describe(config)} &mdash; {what} ({type(error).__name__}: {error})</small>"
+            )
             self.progress.value = 0
             self.train_button.disabled = run_key(self.config()) in self._memo
             return
@@ -404,9 +457,11 @@ class TrainPanel:
             took = "from the run bank"
         else:
             took = "from the cache"
-        self.status.value = (f"<small>{self._describe(_config_of(result))} &mdash; {took}: kNN "
-                             f"{result.final['knn_top1']:.3f}, effective rank {result.final['effective_rank']:.1f}, "
-                             f"{result.final['verdict']}</small>")
+        self.status.value = (
+            f"<small>{self._describe(_config_of(result))} &mdash; {took}: kNN "
+            f"{result.final['knn_top1']:.3f}, effective rank {result.final['effective_rank']:.1f}, "
+            f"{result.final['verdict']}</small>"
+        )
         self._redraw()
 
     def _redraw(self, change=None) -> None:

@@ -98,9 +98,7 @@ def covariance_relaxed(z, q=2, b=None, perm=None):
     diag = [sum(abs(s[u, u, k] / size[u]) ** q for k in range(1, b)) for u in range(g)]
     total = sum(diag) / g
     pairs = [
-        sum(abs(s[u, v, k] / min(size[u], size[v])) ** q for k in range(b))
-        for u in range(g)
-        for v in range(u + 1, g)
+        sum(abs(s[u, v, k] / min(size[u], size[v])) ** q for k in range(b)) for u in range(g) for v in range(u + 1, g)
     ]
     if pairs:
         total += 2 * sum(pairs) / len(pairs)
@@ -109,8 +107,4 @@ def covariance_relaxed(z, q=2, b=None, perm=None):
 
 def vicreg(z1, z2, sim=25.0, std=25.0, cov=1.0, q=2, b=None, perm=None, relaxed=False):
     penalty = (lambda z: covariance_relaxed(z, q, b, perm)) if relaxed else (lambda z: covariance_exact(z, q))
-    return (
-        sim * invariance(z1, z2)
-        + std * (variance(z1) + variance(z2)) / 2
-        + cov * (penalty(z1) + penalty(z2))
-    )
+    return sim * invariance(z1, z2) + std * (variance(z1) + variance(z2)) / 2 + cov * (penalty(z1) + penalty(z2))

@@ -38,7 +38,9 @@ def test_recipe_without_randomness_is_just_normalisation():
     x[:, 0], x[:, 1], x[:, 2] = 200, 100, 30
     augment = TwoViews(jitter_p=0.0, grayscale_p=0.0)
     v1, v2 = augment(x, seed=0)
-    expected = (x.float() / 255 - torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)) / torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    expected = (x.float() / 255 - torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)) / torch.tensor(CIFAR10_STD).view(
+        1, 3, 1, 1
+    )
     torch.testing.assert_close(v1, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(v2, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(normalize(x), expected)

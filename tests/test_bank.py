@@ -14,6 +14,7 @@ import pytest
 from decorr_lite import bank, train
 from decorr_lite.cli import main as cli_main
 from decorr_lite.data import cifar10
+from decorr_lite.losses import loss_spec
 from decorr_lite.train import TrainConfig, classroom_settings, train_ssl
 
 PACKAGE_BANK = Path(bank.__file__).parent / "bank"
@@ -41,7 +42,12 @@ def test_the_bank_holds_every_run_the_notebooks_and_widgets_offer():
     assert configs["untrained"].steps == 0
     relaxed = [c for c in configs.values() if c.method == "fft"]
     assert {(c.block_size, c.permutation, c.exponent) for c in relaxed} == {
-        (None, True, 1.0), (None, False, 1.0), (128, True, 1.0), (128, False, 1.0), (None, True, 2.0)}
+        (None, True, 1.0),
+        (None, False, 1.0),
+        (128, True, 1.0),
+        (128, False, 1.0),
+        (None, True, 2.0),
+    }
     assert any(c.method == "gram" for c in configs.values())
 
 
@@ -123,8 +129,9 @@ def test_the_user_cache_comes_before_the_bank(tmp_path, monkeypatch, isolated_ca
     monkeypatch.setenv("DECORR_BANK", str(PACKAGE_BANK))
     config = bank.bank_config("barlow")
     shipped = bank.load_entry("barlow", PACKAGE_BANK)
-    mine = train.TrainResult(shipped.config, shipped.history, {**shipped.final, "knn_top1": 0.5}, shipped.arrays,
-                             state_dict={})
+    mine = train.TrainResult(
+        shipped.config, shipped.history, {**shipped.final, "knn_top1": 0.5}, shipped.arrays, state_dict={}
+    )
     train._save_run(mine, isolated_cache / "runs" / train.run_key(config))
     run = train_ssl(config, progress=False)
     assert run.from_cache and not run.from_bank and run.final["knn_top1"] == 0.5
@@ -140,8 +147,21 @@ def test_bank_command_line_lists_and_refuses_unknown_names(capsys):
 def test_build_writes_an_entry_that_lookup_finds(tmp_path, monkeypatch, tiny_cifar):
     """The build path end to end, on the tiny copy: a bank entry is written atomically, indexed,
     and found by train_ssl for the same configuration (any data location)."""
-    tiny = dict(data_root=str(tiny_cifar), train_subset=None, dim=16, width=4, batch_size=20, steps=4, eval_points=2,
-                eval_bank=30, eval_queries=20, final_bank=60, probe_batch=20, matrix_dims=8, knn_k=5)
+    tiny = dict(
+        data_root=str(tiny_cifar),
+        train_subset=None,
+        dim=16,
+        width=4,
+        batch_size=20,
+        steps=4,
+        eval_points=2,
+        eval_bank=30,
+        eval_queries=20,
+        final_bank=60,
+        probe_batch=20,
+        matrix_dims=8,
+        knn_k=5,
+    )
     monkeypatch.setattr(bank, "bank_runs", lambda: {"tiny": dict(loss="vicreg")})
     monkeypatch.setattr(bank, "classroom_settings", lambda: dict(tiny))
     folder = tmp_path / "bank"
@@ -168,9 +188,12 @@ RELATIVE = {"effective_rank": 0.05, "median_std": 0.05}
 
 def _cheapest_learning_entry() -> str:
     index = bank.read_index(PACKAGE_BANK)["entries"]
-    learning = [n for n in bank.bank_runs()
-                if bank.bank_config(n).steps and any(getattr(bank.bank_config(n), w)
-                                                     for w in train.WEIGHTS[bank.bank_config(n).loss].values())]
+    learning = [
+        n
+        for n in bank.bank_runs()
+        if bank.bank_config(n).steps
+        and any(loss_spec(bank.bank_config(n).loss).weights(bank.bank_config(n).as_dict()).values())
+    ]
     return min(learning, key=lambda n: index[n]["seconds"])
 
 
@@ -195,7 +218,10 @@ def test_every_bank_run_s_curves_agree_with_its_table():
     untrained = bank.load_entry("untrained", PACKAGE_BANK).final
     for name in bank.bank_runs():
         run = bank.load_entry(name, PACKAGE_BANK)
-        assert run.config["eval_bank"] == run.config["final_bank"] and run.config["eval_queries"] == run.config["final_queries"]
+        assert (
+            run.config["eval_bank"] == run.config["final_bank"]
+            and run.config["eval_queries"] == run.config["final_queries"]
+        )
         for key in ("knn_top1", "effective_rank", "leading_share", "median_std", "verdict"):
             assert run.history[-1][key] == run.final[key], (name, key)
             assert run.history[0][key] == untrained[key], (name, key)

@@ -37,8 +37,11 @@ def test_measure_pair_alternates_and_sees_a_slower_case():
 def test_time_alternated_keeps_the_order_and_times_every_pass():
     """Cases come back in the order given, each with ``passes`` times whose median is ``seconds``;
     the exact loss at d = 512 (a d x d matrix) takes longer than two FFTs of the same inputs."""
-    cases = [Case("rfft", n=64, d=512), Case("barlow", n=64, d=512, method="exact"),
-             Case("barlow", n=64, d=512, method="fft", block_size=64)]
+    cases = [
+        Case("rfft", n=64, d=512),
+        Case("barlow", n=64, d=512, method="exact"),
+        Case("barlow", n=64, d=512, method="fft", block_size=64),
+    ]
     results = time_alternated(cases, passes=3)
     assert [r["label"] for r in results] == ["rfft x2", "exact", "fft b=64"]
     for r in results:
@@ -53,9 +56,27 @@ def test_unknown_loss_is_rejected():
 
 def test_script_writes_every_case(tmp_path):
     out = tmp_path / "scaling.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "loss_scaling.py"), "--n", "16", "--dims", "16", "32",
-           "--losses", "barlow", "--small-block", "8", "--repeats", "1", "--min-seconds", "0", "--pairs", "3",
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "loss_scaling.py"),
+        "--n",
+        "16",
+        "--dims",
+        "16",
+        "32",
+        "--losses",
+        "barlow",
+        "--small-block",
+        "8",
+        "--repeats",
+        "1",
+        "--min-seconds",
+        "0",
+        "--pairs",
+        "3",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
@@ -66,22 +87,44 @@ def test_script_writes_every_case(tmp_path):
     assert "fft(b=d) / two rfft at d=32, alternated, medians (target <= 6)" in result["ratios"]["barlow"]
     assert len(result["pairs"]["barlow"]["times"]) == 3
     assert "fft(b=8) / fft(b=d) time at d=32, alternated, medians (target <= 2)" in result["ratios"]["barlow"]
-    assert result["block_pairs"]["barlow"]["case"]["block_size"] == 8 and len(result["block_pairs"]["barlow"]["times"]) == 3
+    assert (
+        result["block_pairs"]["barlow"]["case"]["block_size"] == 8
+        and len(result["block_pairs"]["barlow"]["times"]) == 3
+    )
     assert "fft(b=8) / fft(b=d)" in proc.stdout and "barlow: forward+backward" in proc.stdout
 
 
 def test_script_repeats_only_the_timing_targets(tmp_path):
     """--targets-only RUNS skips the sweep and times both alternated targets RUNS times."""
     out = tmp_path / "targets.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "loss_scaling.py"), "--n", "16", "--dims", "16", "32",
-           "--losses", "vicreg", "--small-block", "8", "--pairs", "2", "--targets-only", "2", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "loss_scaling.py"),
+        "--n",
+        "16",
+        "--dims",
+        "16",
+        "32",
+        "--losses",
+        "vicreg",
+        "--small-block",
+        "8",
+        "--pairs",
+        "2",
+        "--targets-only",
+        "2",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     runs = json.loads(out.read_text())["runs"]
     assert len(runs) == 2
     for run in runs:
         assert run["pairs"]["vicreg"]["case"]["d"] == 32 and run["pairs"]["vicreg"]["reference"]["loss"] == "rfft"
-        assert run["block_pairs"]["vicreg"]["case"]["block_size"] == 8 and len(run["block_pairs"]["vicreg"]["times"]) == 2
+        assert (
+            run["block_pairs"]["vicreg"]["case"]["block_size"] == 8 and len(run["block_pairs"]["vicreg"]["times"]) == 2
+        )
     assert "run 2: vicreg rfft" in proc.stdout and "fft(b=8) / fft(b=d) at d=32 (target <= 2)" in proc.stdout
     assert "forward+backward" not in proc.stdout  # no sweep, no tables
 
@@ -110,8 +153,21 @@ def test_peak_memory_helpers_see_a_freed_allocation():
 
 def test_fused_vs_modular_script_times_both_paths(tmp_path):
     out = tmp_path / "fused.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "fused_vs_modular.py"), "--n", "16", "--dims", "24",
-           "--block-sizes", "0", "5", "--pairs", "2", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "fused_vs_modular.py"),
+        "--n",
+        "16",
+        "--dims",
+        "24",
+        "--block-sizes",
+        "0",
+        "5",
+        "--pairs",
+        "2",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())["rows"]
@@ -123,9 +179,25 @@ def test_fused_vs_modular_script_times_both_paths(tmp_path):
 
 def test_train_throughput_script_times_every_variant(tmp_path):
     out = tmp_path / "throughput.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--encoders", "small:4",
-           "--precisions", "fp32", "bf16", "--batch-size", "8", "--dim", "16", "--passes", "2", "--device", "cpu",
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "train_throughput.py"),
+        "--encoders",
+        "small:4",
+        "--precisions",
+        "fp32",
+        "bf16",
+        "--batch-size",
+        "8",
+        "--dim",
+        "16",
+        "--passes",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
@@ -140,25 +212,49 @@ def test_train_throughput_script_times_every_variant(tmp_path):
 @pytest.mark.skipif(not (ROOT / ".git").exists(), reason="compare_revisions.py reads a revision from git")
 def test_compare_revisions_script_times_both_versions(tmp_path):
     out = tmp_path / "compare.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "compare_revisions.py"), "--base", "HEAD", "--n", "16",
-           "--dims", "16", "--passes", "2", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "compare_revisions.py"),
+        "--base",
+        "HEAD",
+        "--n",
+        "16",
+        "--dims",
+        "16",
+        "--passes",
+        "2",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())["rows"]
-    assert {(r["loss"], r["method"]) for r in rows} == {(loss, m) for loss in ("vicreg", "barlow")
-                                                        for m in ("exact", "gram", "fft")}
+    assert {(r["loss"], r["method"]) for r in rows} == {
+        (loss, m) for loss in ("vicreg", "barlow") for m in ("exact", "gram", "fft")
+    }
     assert all(r["base_ms"] > 0 and r["this_ms"] > 0 for r in rows)
 
 
 def test_distributed_bytes_script_counts_every_case_and_the_agreement_check(tmp_path):
     out = tmp_path / "bytes.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "distributed_bytes.py"), "--n", "8", "--dims", "256",
-           "--repeats", "1", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "distributed_bytes.py"),
+        "--n",
+        "8",
+        "--dims",
+        "256",
+        "--repeats",
+        "1",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())
-    assert {(r["loss"], r["method"]) for r in rows} == {(loss, m) for loss in ("vicreg", "barlow")
-                                                        for m in ("exact", "gram", "fft", "fft b=128")}
+    assert {(r["loss"], r["method"]) for r in rows} == {
+        (loss, m) for loss in ("vicreg", "barlow") for m in ("exact", "gram", "fft", "fft b=128")
+    }
     # the agreement check is one all-gather of 16 int64 per process, on top of what each method sends
     assert all(r["check_bytes"] == 128 and r["bytes"] > 128 and r["check_ms"] > 0 for r in rows)
     gathered = next(r for r in rows if r["loss"] == "vicreg" and r["method"] == "exact")
@@ -176,8 +272,21 @@ def test_classroom_run_script_times_each_stage(tiny_cifar, tmp_path, monkeypatch
     spec = importlib.util.spec_from_file_location("classroom_run", ROOT / "benchmarks" / "classroom_run.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    tiny = dict(data_root=str(tiny_cifar), train_subset=None, dim=8, width=4, batch_size=20, steps=2, eval_points=1,
-                eval_bank=30, eval_queries=20, final_bank=60, probe_batch=20, matrix_dims=8, knn_k=5)
+    tiny = dict(
+        data_root=str(tiny_cifar),
+        train_subset=None,
+        dim=8,
+        width=4,
+        batch_size=20,
+        steps=2,
+        eval_points=1,
+        eval_bank=30,
+        eval_queries=20,
+        final_bank=60,
+        probe_batch=20,
+        matrix_dims=8,
+        knn_k=5,
+    )
     monkeypatch.setattr(train, "classroom_settings", lambda quick=None: dict(tiny))
     before = train.training_step
     out = tmp_path / "run.json"
@@ -218,8 +327,12 @@ def test_retimed_times_again_only_while_the_claim_fails():
 def test_peak_memory_of_several_cases_in_one_worker_sees_the_d_by_d_matrix():
     from decorr_lite.benchmark import peak_memory
 
-    small, exact, relaxed = peak_memory([Case("barlow", n=64, d=256, method="exact"),
-                                         Case("barlow", n=64, d=2048, method="exact"),
-                                         Case("barlow", n=64, d=2048, method="fft")])
+    small, exact, relaxed = peak_memory(
+        [
+            Case("barlow", n=64, d=256, method="exact"),
+            Case("barlow", n=64, d=2048, method="exact"),
+            Case("barlow", n=64, d=2048, method="fft"),
+        ]
+    )
     assert exact > 2048 * 2048 * 4  # at least one d x d float32 matrix
     assert relaxed < exact / 4 and small < exact / 4

@@ -46,8 +46,15 @@ SCREENSHOTS = ROOT / "build" / "screenshots"
 # The project's cache (read now, before the per-test isolated cache of tests/conftest.py is set):
 # its decoded datasets save the background training the decoding.
 CACHE = os.environ.get("DECORR_CACHE") or str(ROOT / ".cache")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SETTINGS = {
     # every cell attached to the DOM, so that the checks see all outputs, not only the visible ones
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
@@ -109,9 +116,18 @@ def lab(tmp_path_factory):
         (base / "cache").mkdir()
         if (Path(CACHE) / "datasets").is_dir():
             os.symlink(Path(CACHE) / "datasets", base / "cache" / "datasets")
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-               f"--ServerApp.root_dir={served}", "--LabApp.expose_app_in_browser=True"]
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={served}",
+        "--LabApp.expose_app_in_browser=True",
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # containers and CI run as root; make lab does the same
     log = open(base / "server.log", "w")
@@ -155,7 +171,10 @@ def browser(lab, tmp_path_factory):
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(profile), executable_path=chromium, headless=True, args=CHROMIUM_FLAGS,
+            str(profile),
+            executable_path=chromium,
+            headless=True,
+            args=CHROMIUM_FLAGS,
             viewport={"width": 1400, "height": 1000},
         )
         try:
@@ -186,11 +205,16 @@ ERRORS = f"""() => Array.from({CURRENT}.content.model.cells).flatMap((c, i) => c
 def _open_and_run(context, lab, name: str):
     page = context.new_page()
     page.goto(f"{lab['url']}/lab/tree/notebooks/{name}?reset")
-    page.wait_for_function(f"() => {CURRENT} && {CURRENT}.context && {CURRENT}.context.path.endsWith('{name}')"
-                           f" && {CURRENT}.sessionContext.isReady", timeout=120_000)
+    page.wait_for_function(
+        f"() => {CURRENT} && {CURRENT}.context && {CURRENT}.context.path.endsWith('{name}')"
+        f" && {CURRENT}.sessionContext.isReady",
+        timeout=120_000,
+    )
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
-    page.wait_for_function(f"() => Array.from({CURRENT}.content.model.cells).every(c => c.type !== 'code' || "
-                           "c.executionCount === null)", timeout=30_000)
+    page.wait_for_function(
+        f"() => Array.from({CURRENT}.content.model.cells).every(c => c.type !== 'code' || c.executionCount === null)",
+        timeout=30_000,
+    )
     started = time.monotonic()
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_function(FINISHED, timeout=NOTEBOOK_SECONDS * 1000, polling=500)
@@ -233,7 +257,9 @@ def test_notebook_runs_and_renders_in_jupyterlab(browser, lab, name):
         if name.startswith("02_"):
             _check_checkbox_redraws(page)
         _screenshot(page, name)
-        print(f"{name}: ran in {seconds:.0f} s in JupyterLab; {found['widget_views']} widget views, {found['images']} images")
+        print(
+            f"{name}: ran in {seconds:.0f} s in JupyterLab; {found['widget_views']} widget views, {found['images']} images"
+        )
     except BaseException:
         # what the browser showed, for the person reading the failure
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -262,11 +288,16 @@ def _click_and_time_redraw(page, checkbox, timeout_ms: int = 30_000) -> float:
     checkbox.scroll_into_view_if_needed()
     page.evaluate("() => { window.__clicked = performance.now(); }")
     checkbox.click()
-    page.wait_for_function(f"(old) => {{ const img = {IMG}; if (img && img.getAttribute('src') !== old) {{"
-                           " window.__redrawn = window.__redrawn || performance.now(); return true; } return false; }",
-                           arg=before, timeout=timeout_ms, polling="raf")
-    seconds = page.evaluate("() => { const t = (window.__redrawn - window.__clicked) / 1000; window.__redrawn = null;"
-                            " return t; }")
+    page.wait_for_function(
+        f"(old) => {{ const img = {IMG}; if (img && img.getAttribute('src') !== old) {{"
+        " window.__redrawn = window.__redrawn || performance.now(); return true; } return false; }",
+        arg=before,
+        timeout=timeout_ms,
+        polling="raf",
+    )
+    seconds = page.evaluate(
+        "() => { const t = (window.__redrawn - window.__clicked) / 1000; window.__redrawn = null; return t; }"
+    )
     return seconds
 
 
@@ -276,8 +307,9 @@ def _check_checkbox_redraws(page) -> None:
     without training, in under REDRAW_SECONDS measured in the page."""
     panel = page.locator(".jp-OutputArea-output .widget-tab").first
     panel.locator(".widget-output img").first.wait_for(timeout=30_000)
-    boxes = {name: panel.get_by_role("checkbox", name=name, exact=True)
-             for name in ("invariance", "variance", "covariance")}  # exact: "variance" is not "invariance"
+    boxes = {
+        name: panel.get_by_role("checkbox", name=name, exact=True) for name in ("invariance", "variance", "covariance")
+    }  # exact: "variance" is not "invariance"
     assert all(box.count() == 1 and box.is_checked() for box in boxes.values())
     walk = ["covariance", "variance", "covariance", "invariance", "covariance", "variance", "covariance", "invariance"]
     timings = []
@@ -298,7 +330,9 @@ def _check_checkbox_redraws(page) -> None:
     assert not slow, f"combinations that took over {REDRAW_SECONDS} s to redraw: {slow}"
 
 
-@pytest.mark.skipif(not DATA, reason="training a new setting needs the CIFAR-10 images (DECORR_TEST_DATA or DECORR_DATA)")
+@pytest.mark.skipif(
+    not DATA, reason="training a new setting needs the CIFAR-10 images (DECORR_TEST_DATA or DECORR_DATA)"
+)
 def test_a_new_setting_trains_in_the_background_in_jupyterlab(browser, lab):
     """02's VICReg panel, a covariance weight the bank does not hold: Train, run another cell while
     it trains (it completes), see the progress bar move, and the figure redraw at the end."""
@@ -321,19 +355,31 @@ def test_a_new_setting_trains_in_the_background_in_jupyterlab(browser, lab):
         index = page.evaluate(f"""() => Array.from({CURRENT}.content.model.cells).findIndex(c =>
             c.type === 'code' && c.sharedModel.getSource().includes('the kernel is free'))""")
         assert index >= 0, "02 has no cell that reports on a training panel"
-        page.evaluate(f"(i) => {{ {CURRENT}.content.activeCellIndex = i; "
-                      "return window.jupyterapp.commands.execute('notebook:run-cell'); }", index)
-        page.wait_for_function(f"""(i) => {CURRENT}.content.model.cells.get(i).outputs.toJSON()
-            .some(o => (o.text || '').includes('the kernel is free'))""", arg=index, timeout=60_000)
+        page.evaluate(
+            f"(i) => {{ {CURRENT}.content.activeCellIndex = i; "
+            "return window.jupyterapp.commands.execute('notebook:run-cell'); }",
+            index,
+        )
+        page.wait_for_function(
+            f"""(i) => {CURRENT}.content.model.cells.get(i).outputs.toJSON()
+            .some(o => (o.text || '').includes('the kernel is free'))""",
+            arg=index,
+            timeout=60_000,
+        )
         other_cell = time.monotonic() - started
-        output = page.evaluate(f"(i) => {CURRENT}.content.model.cells.get(i).outputs.toJSON().map(o => o.text).join('')",
-                               index)
+        output = page.evaluate(
+            f"(i) => {CURRENT}.content.model.cells.get(i).outputs.toJSON().map(o => o.text).join('')", index
+        )
         assert "training: True" in output, output  # it ran while the panel was still training
         bar = "document.querySelector('.jp-OutputArea-output .widget-tab .progress-bar')"
         first = page.evaluate(f"() => parseFloat({bar}.style.width) || 0")
         page.wait_for_function(f"(w) => (parseFloat({bar}.style.width) || 0) > w", arg=first, timeout=120_000)
-        page.wait_for_function(f"(old) => {{ const img = {IMG}; return img && img.getAttribute('src') !== old; }}",
-                               arg=before, timeout=600_000, polling=1000)
+        page.wait_for_function(
+            f"(old) => {{ const img = {IMG}; return img && img.getAttribute('src') !== old; }}",
+            arg=before,
+            timeout=600_000,
+            polling=1000,
+        )
         trained = time.monotonic() - started
         status = page.evaluate(f"() => {STATUS}.innerText")
         assert "trained in" in status and "covariance 2" in status, status
@@ -342,8 +388,10 @@ def test_a_new_setting_trains_in_the_background_in_jupyterlab(browser, lab):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         panel.scroll_into_view_if_needed()
         page.screenshot(path=str(SCREENSHOTS / "02_collapse_trained_in_the_background.png"))
-        print(f"background run: another cell completed {other_cell:.1f} s after Train; the figure redrew "
-              f"{trained:.0f} s after Train")
+        print(
+            f"background run: another cell completed {other_cell:.1f} s after Train; the figure redrew "
+            f"{trained:.0f} s after Train"
+        )
     finally:
         try:
             page.evaluate(f"() => {CURRENT}.sessionContext.shutdown()")

@@ -25,14 +25,14 @@ def test_the_collapse_panel_redraws_each_combination_from_the_bank_and_waits_for
     full, no_var = bank.load_entry("vicreg"), bank.load_entry("vicreg-without-variance")
     panel = TrainPanel("vicreg", draw=lambda run: plots.run_figure({"this run": run}), settings=settings)
     assert panel.result.final == full.final and panel.figure is not None
-    panel.controls["std_coeff_on"].value = False                    # variance off: in the bank, drawn at once
+    panel.controls["std_coeff_on"].value = False  # variance off: in the bank, drawn at once
     assert panel.result.final == no_var.final and panel.result.from_bank and panel.figure is not None
-    panel.controls["cov_coeff_on"].value = False                    # variance and covariance off: in the bank too
+    panel.controls["cov_coeff_on"].value = False  # variance and covariance off: in the bank too
     assert panel.result.final == bank.load_entry("vicreg-without-variance+covariance").final
     assert panel.result.final["verdict"] == "complete collapse"
     panel.controls["std_coeff_on"].value = panel.controls["cov_coeff_on"].value = True
     assert panel.result.final == full.final
-    panel.controls["cov_coeff"].value = 10.0                        # a new weight: nobody trained it, the button waits
+    panel.controls["cov_coeff"].value = 10.0  # a new weight: nobody trained it, the button waits
     assert panel.result is None and not panel.train_button.disabled and not panel.training
     panel.controls["cov_coeff"].value = 1.0
     assert panel.result.final == full.final
@@ -42,9 +42,9 @@ def test_the_matrices_panel_slides_over_training_and_toggles_from_the_bank(setti
     full = bank.load_entry("vicreg")
     panel = TrainPanel("vicreg", draw=plots.matrices_figure, settings=settings, step_slider=True)
     steps = [e["step"] for e in full.history]
-    panel.controls["step"].value = steps[0]                         # the slider redraws without training anything
+    panel.controls["step"].value = steps[0]  # the slider redraws without training anything
     assert panel.figure is not None and panel.figure.get_suptitle().startswith("step 0")
-    panel.controls["cov_coeff_on"].value = False                    # covariance off: drawn from the bank
+    panel.controls["cov_coeff_on"].value = False  # covariance off: drawn from the bank
     assert panel.result.final == bank.load_entry("vicreg-without-covariance").final
     panel.controls["cov_coeff_on"].value = True
     assert panel.result.final == full.final and panel.controls["step"].value == steps[-1]

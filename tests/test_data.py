@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -316,7 +315,9 @@ def shared_archive() -> Path | None:
     return None
 
 
-@pytest.mark.skipif(shared_archive() is None, reason="DECORR_TEST_DATA (or DECORR_DATA) does not point at the shared CIFAR-10 copy")
+@pytest.mark.skipif(
+    shared_archive() is None, reason="DECORR_TEST_DATA (or DECORR_DATA) does not point at the shared CIFAR-10 copy"
+)
 def test_shared_copy(monkeypatch):
     root = shared_archive()
     monkeypatch.setenv("DECORR_CACHE", str(Path(__file__).resolve().parent.parent / ".cache"))
@@ -333,6 +334,7 @@ def test_shared_copy(monkeypatch):
 
 
 # --------------------------------------------------------------------------- sample images
+
 
 def test_sample_images_ship_with_the_package_for_a_machine_without_data(tmp_path, monkeypatch):
     from decorr_lite.data import samples

@@ -60,7 +60,9 @@ def test_effective_rank_is_scale_free_and_zero_for_a_point():
 def test_spectrum_and_std_against_numpy():
     z = torch.randn(50, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * torch.arange(1, 9)
     x = z.numpy()
-    np.testing.assert_allclose(dg.singular_spectrum(z).numpy(), np.linalg.svd(x - x.mean(0), compute_uv=False), rtol=1e-12)
+    np.testing.assert_allclose(
+        dg.singular_spectrum(z).numpy(), np.linalg.svd(x - x.mean(0), compute_uv=False), rtol=1e-12
+    )
     np.testing.assert_allclose(dg.std_per_dim(z).numpy(), x.std(axis=0, ddof=1), rtol=1e-12)
     # RankMe straight from its definition
     s = np.linalg.svd(x - x.mean(0), compute_uv=False)
@@ -201,7 +203,9 @@ def test_matrix_summaries():
     assert dg.off_diagonal_mass(torch.eye(4)) == 0.0 and dg.diagonal_error(torch.eye(4)) == 0.0
 
 
-@pytest.mark.parametrize("bad", [torch.zeros(5), torch.zeros(2, 3, 4), torch.zeros(1, 3), torch.zeros(4, 3, dtype=torch.int64)])
+@pytest.mark.parametrize(
+    "bad", [torch.zeros(5), torch.zeros(2, 3, 4), torch.zeros(1, 3), torch.zeros(4, 3, dtype=torch.int64)]
+)
 def test_bad_embeddings_are_rejected(bad):
     with pytest.raises((ValueError, TypeError), match="z"):
         dg.effective_rank(bad)

@@ -128,8 +128,12 @@ def test_without_a_process_group_the_flag_changes_nothing():
 
 
 STEPS, LR = 3, 0.05
-TRAIN_CASES = [("vicreg", {"method": "exact"}), ("vicreg", {"method": "fft", "exponent": 1}),
-               ("barlow", {"method": "gram"}), ("barlow", {"method": "fft", "block_size": 3})]
+TRAIN_CASES = [
+    ("vicreg", {"method": "exact"}),
+    ("vicreg", {"method": "fft", "exponent": 1}),
+    ("barlow", {"method": "gram"}),
+    ("barlow", {"method": "fft", "block_size": 3}),
+]
 
 
 def _model():
@@ -189,21 +193,41 @@ def _perm(seed: int) -> torch.Tensor:
 # (name, loss, arguments of rank 0, arguments of rank 1, what the error must name). A rank
 # whose arguments differ would get a loss that is neither rank's, an abort inside gloo, or a hang.
 MISMATCHES = [
-    ("vicreg permutation", vicreg_loss, {"method": "fft", "permutation": _perm(0)},
-     {"method": "fft", "permutation": _perm(1)}, "permutation"),
-    ("barlow permutation", barlow_twins_loss, {"method": "fft", "permutation": _perm(0)},
-     {"method": "fft", "permutation": _perm(1)}, "permutation"),
+    (
+        "vicreg permutation",
+        vicreg_loss,
+        {"method": "fft", "permutation": _perm(0)},
+        {"method": "fft", "permutation": _perm(1)},
+        "permutation",
+    ),
+    (
+        "barlow permutation",
+        barlow_twins_loss,
+        {"method": "fft", "permutation": _perm(0)},
+        {"method": "fft", "permutation": _perm(1)},
+        "permutation",
+    ),
     ("vicreg exponent", vicreg_loss, {"method": "fft", "exponent": 1}, {"method": "fft", "exponent": 2}, "exponent"),
     ("vicreg gamma", vicreg_loss, {"method": "fft", "gamma": 1.0}, {"method": "fft", "gamma": 2.0}, "gamma"),
-    ("barlow block_size", barlow_twins_loss, {"method": "fft", "block_size": 4}, {"method": "fft", "block_size": 2},
-     "block_size"),
+    (
+        "barlow block_size",
+        barlow_twins_loss,
+        {"method": "fft", "block_size": 4},
+        {"method": "fft", "block_size": 2},
+        "block_size",
+    ),
     ("vicreg exact vs fft", vicreg_loss, {"method": "exact"}, {"method": "fft"}, "method"),
     ("barlow gram vs fft", barlow_twins_loss, {"method": "gram"}, {"method": "fft"}, "method"),
     ("vicreg sim_coeff", vicreg_loss, {"sim_coeff": 25.0}, {"sim_coeff": 10.0}, "sim_coeff"),
     ("barlow lambd", barlow_twins_loss, {"lambd": 0.005}, {"lambd": 0.01}, "lambd"),
     ("a NaN on one rank", vicreg_loss, {"method": "fft"}, {"method": "fft", "nan": True}, "rejected their arguments"),
-    ("a bad block size on one rank", barlow_twins_loss, {"method": "fft"}, {"method": "fft", "block_size": 99},
-     "rejected their arguments"),
+    (
+        "a bad block size on one rank",
+        barlow_twins_loss,
+        {"method": "fft"},
+        {"method": "fft", "block_size": 99},
+        "rejected their arguments",
+    ),
 ]
 
 

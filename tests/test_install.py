@@ -49,16 +49,31 @@ def installed(tmp_path_factory):
         return here | (top_level & set(names) if Path(folder) == ROOT else set())
 
     shutil.copytree(ROOT, source, ignore=ignore)
-    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-build-isolation",
-          "--no-index", "--quiet", str(source)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--quiet",
+            str(source),
+        ]
+    )
     shutil.rmtree(source)  # the installed package must not need its source
     return python
 
 
 @pytest.mark.slow
 def test_pip_install_holds_the_package_and_its_run_bank(installed):
-    code = ("import decorr_lite, decorr_lite.bank as b; "
-            "print(decorr_lite.__file__); print(len(b.read_index()['entries'])); print(b.check() == [])")
+    code = (
+        "import decorr_lite, decorr_lite.bank as b; "
+        "print(decorr_lite.__file__); print(len(b.read_index()['entries'])); print(b.check() == [])"
+    )
     out = _run([str(installed), "-c", code], cwd="/").stdout.split()
     assert "site-packages" in out[0] and not out[0].startswith(str(ROOT)), out
     assert int(out[1]) > 0 and out[2] == "True", out
@@ -86,8 +101,73 @@ print(json.dumps(times))
     kernels = tmp_path / "kernels"  # the kernel is this venv's python, not the test runner's
     _run([str(installed), "-m", "ipykernel", "install", "--prefix", str(kernels), "--name", "python3"], env=env)
     env["JUPYTER_PATH"] = str(kernels / "share" / "jupyter")
-    proc = _run([str(installed), "-c", code, *sorted(p.name for p in folder.iterdir())], cwd=folder, env=env,
-                timeout=1800)
+    proc = _run(
+        [str(installed), "-c", code, *sorted(p.name for p in folder.iterdir())], cwd=folder, env=env, timeout=1800
+    )
     times = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(times) == {p.name for p in NOTEBOOKS}
     print("notebooks run from the installed package: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
+
+
+@pytest.mark.slow
+def test_the_wheel_and_sdist_build_and_the_wheel_installs_and_runs(tmp_path):
+    """``python -m build`` makes both; the wheel holds the package data (the run bank, the sample
+    images) and, installed into a fresh venv, imports with the one version and computes a loss."""
+    import zipfile
+
+    from decorr_lite import __version__
+
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=lambda folder, names: (
+            {n for n in names if n.endswith(".egg-info") or n == "__pycache__"}
+            | (
+                {".venv", ".git", ".cache", "build", "data", ".pytest_cache"} & set(names)
+                if Path(folder) == ROOT
+                else set()
+            )
+        ),
+    )
+    dist = tmp_path / "dist"
+    _run([sys.executable, "-m", "build", "--no-isolation", "--sdist", "--wheel", "--outdir", str(dist), str(source)])
+    wheels, sdists = sorted(dist.glob("*.whl")), sorted(dist.glob("*.tar.gz"))
+    assert [w.name for w in wheels] == [f"decorr_lite-{__version__}-py3-none-any.whl"], wheels
+    assert [s.name for s in sdists] == [f"decorr_lite-{__version__}.tar.gz"], sdists
+    names = zipfile.ZipFile(wheels[0]).namelist()
+    assert "decorr_lite/bank/index.json" in names and "decorr_lite/data/samples.npz" in names
+    assert sum(n.startswith("decorr_lite/bank/") and n.endswith(".npz") for n in names) == len(
+        json.loads((ROOT / "decorr_lite" / "bank" / "index.json").read_text())["entries"]
+    )
+
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    python = venv / "bin" / "python"
+    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    (site / "borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--quiet",
+            str(wheels[0]),
+        ]
+    )
+    code = (
+        "import torch, decorr_lite as dl; from decorr_lite.data import samples; "
+        "z = torch.randn(64, 32, generator=torch.Generator().manual_seed(0)); "
+        "print(dl.__version__, dl.__file__); "
+        "print(float(dl.VICRegLoss(method='fft', exponent=1, seed=0)(z, z + 0.1))); "
+        "print(samples.sample_images(1, root='/nonexistent')[2])"
+    )
+    lines = _run([str(python), "-c", code], cwd="/").stdout.splitlines()
+    version, location = lines[0].split()
+    assert version == __version__ and "site-packages" in location and not location.startswith(str(ROOT))
+    assert float(lines[1]) > 0 and lines[2] == "shipped samples"

@@ -111,16 +111,31 @@ def test_toy_lessons():
 
 @pytest.fixture
 def tiny_settings(tiny_cifar):
-    return dict(data_root=str(tiny_cifar), train_subset=None, dim=12, width=4, batch_size=20, steps=4,
-                eval_points=2, eval_bank=30, eval_queries=20, final_bank=60, probe_batch=20, matrix_dims=6, knn_k=5)
+    return dict(
+        data_root=str(tiny_cifar),
+        train_subset=None,
+        dim=12,
+        width=4,
+        batch_size=20,
+        steps=4,
+        eval_points=2,
+        eval_bank=30,
+        eval_queries=20,
+        final_bank=60,
+        probe_batch=20,
+        matrix_dims=6,
+        knn_k=5,
+    )
 
 
 @pytest.fixture
 def tiny_runs(tiny_settings):
     from decorr_lite.train import train_ssl
 
-    return {"full": train_ssl(progress=False, **tiny_settings),
-            "covariance off": train_ssl(progress=False, **{**tiny_settings, "cov_coeff": 0.0})}
+    return {
+        "full": train_ssl(progress=False, **tiny_settings),
+        "covariance off": train_ssl(progress=False, **{**tiny_settings, "cov_coeff": 0.0}),
+    }
 
 
 def test_run_figure_draws_every_run_in_every_panel(tiny_runs):
@@ -168,8 +183,10 @@ def test_collapse_matrices_share_one_colour_scale_and_show_the_last_step(tiny_ru
     assert len(heatmaps) == 2 * len(tiny_runs)
     assert all(ax.images[0].get_clim() == (-1.0, 1.0) for ax in heatmaps)
     run = tiny_runs["full"]
-    np.testing.assert_allclose(heatmaps[len(tiny_runs)].images[0].get_array(),  # row 2: C of the first run
-                               run.arrays["cross_correlation"][-1])
+    np.testing.assert_allclose(
+        heatmaps[len(tiny_runs)].images[0].get_array(),  # row 2: C of the first run
+        run.arrays["cross_correlation"][-1],
+    )
     assert f"{run.history[-1]['cov_offdiag_relative']:.2f}" in heatmaps[0].get_title()
 
 
@@ -257,7 +274,9 @@ def _wait_for(condition, timeout: float = 60.0) -> None:
 def test_train_panel_trains_in_the_background_and_the_caller_stays_free(tiny_settings):
     import threading
 
-    panel = widgets.TrainPanel("vicreg", draw=lambda result: plots.new_axes(1)[0], settings={**tiny_settings, "steps": 60})
+    panel = widgets.TrainPanel(
+        "vicreg", draw=lambda result: plots.new_axes(1)[0], settings={**tiny_settings, "steps": 60}
+    )
     seen = []
     panel.progress.observe(lambda change: seen.append(change["new"]), names="value")
     panel.train()
@@ -288,8 +307,9 @@ def test_train_panel_cancel_stops_the_run_and_caches_nothing(tiny_settings):
 
 
 def test_train_panel_shows_a_training_error_and_join_raises_it(tiny_settings, tmp_path):
-    panel = widgets.TrainPanel("vicreg", draw=lambda result: plots.new_axes(1)[0],
-                               settings={**tiny_settings, "data_root": str(tmp_path)})  # no data there
+    panel = widgets.TrainPanel(
+        "vicreg", draw=lambda result: plots.new_axes(1)[0], settings={**tiny_settings, "data_root": str(tmp_path)}
+    )  # no data there
     panel.train()
     with pytest.raises(FileNotFoundError):
         panel.join(timeout=120)

@@ -12,8 +12,21 @@ from decorr_lite.train import TrainConfig, train_ssl
 
 @pytest.fixture
 def tiny(tiny_cifar):
-    return dict(data_root=str(tiny_cifar), train_subset=None, dim=16, width=4, batch_size=20, steps=4,
-                eval_points=2, eval_bank=30, eval_queries=20, final_bank=60, probe_batch=20, matrix_dims=8, knn_k=5)
+    return dict(
+        data_root=str(tiny_cifar),
+        train_subset=None,
+        dim=16,
+        width=4,
+        batch_size=20,
+        steps=4,
+        eval_points=2,
+        eval_bank=30,
+        eval_queries=20,
+        final_bank=60,
+        probe_batch=20,
+        matrix_dims=8,
+        knn_k=5,
+    )
 
 
 def _cpu_bf16(monkeypatch, native: bool):
@@ -25,15 +38,21 @@ def _cpu_bf16(monkeypatch, native: bool):
 def test_auto_is_fp32_on_a_cpu_without_native_bf16(monkeypatch):
     _cpu_bf16(monkeypatch, False)
     assert settings.resolve_precision("auto", "cpu") == "fp32"
-    assert train.run_key(TrainConfig(precision="auto", device="cpu")) == train.run_key(TrainConfig(precision="fp32", device="cpu"))
+    assert train.run_key(TrainConfig(precision="auto", device="cpu")) == train.run_key(
+        TrainConfig(precision="fp32", device="cpu")
+    )
 
 
 def test_auto_is_bf16_on_a_cpu_with_native_bf16(monkeypatch):
     _cpu_bf16(monkeypatch, True)
     assert settings.resolve_precision("auto", "cpu") == "bf16"
     # the key is that of the precision used, so a bf16 run is never served as an fp32 one
-    assert train.run_key(TrainConfig(precision="auto", device="cpu")) == train.run_key(TrainConfig(precision="bf16", device="cpu"))
-    assert train.run_key(TrainConfig(precision="auto", device="cpu")) != train.run_key(TrainConfig(precision="fp32", device="cpu"))
+    assert train.run_key(TrainConfig(precision="auto", device="cpu")) == train.run_key(
+        TrainConfig(precision="bf16", device="cpu")
+    )
+    assert train.run_key(TrainConfig(precision="auto", device="cpu")) != train.run_key(
+        TrainConfig(precision="fp32", device="cpu")
+    )
 
 
 def test_explicit_precisions_are_kept_and_bad_ones_refused():
@@ -56,14 +75,14 @@ def test_a_tiny_run_trains_reproducibly_in_each_precision(tiny, precision, monke
     """Same seed, same precision: identical metrics on the CPU; the loss is float32 throughout,
     computed on float32 embeddings, and the precision used is recorded."""
     seen = []
-    loss_terms = train._loss_terms
+    build_loss = train.build_loss
 
-    def recording(config, z1, z2, *args, **kwargs):
-        loss, terms = loss_terms(config, z1, z2, *args, **kwargs)
-        seen.append((z1.dtype, loss.dtype))
-        return loss, terms
+    def recording(*args, **kwargs):
+        loss_fn = build_loss(*args, **kwargs)
+        loss_fn.register_forward_hook(lambda module, inputs, loss: seen.append((inputs[0].dtype, loss.dtype)))
+        return loss_fn
 
-    monkeypatch.setattr(train, "_loss_terms", recording)
+    monkeypatch.setattr(train, "build_loss", recording)
     first = train_ssl(**tiny, precision=precision, cache=False, progress=False)
     again = train_ssl(**tiny, precision=precision, cache=False, progress=False)
     assert first.final["precision"] == precision and first.config["precision"] == precision

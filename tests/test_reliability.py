@@ -14,8 +14,13 @@ import decorr_lite as dl
 from decorr_lite import diagnostics
 
 LOSSES = {"vicreg": dl.vicreg_loss, "barlow": dl.barlow_twins_loss}
-METHODS = {"exact": {}, "gram": {}, "fft b=d": {"method": "fft"}, "fft b=8": {"method": "fft", "block_size": 8},
-           "fft b=d q=1": {"method": "fft", "exponent": 1}}
+METHODS = {
+    "exact": {},
+    "gram": {},
+    "fft b=d": {"method": "fft"},
+    "fft b=8": {"method": "fft", "block_size": 8},
+    "fft b=d q=1": {"method": "fft", "exponent": 1},
+}
 
 
 def _kwargs(name: str) -> dict:
@@ -70,10 +75,15 @@ def test_every_function_returns_float32_and_gradients_in_the_input_dtype(dtype):
     z1 = torch.randn(40, 12, generator=g).to(dtype).requires_grad_()
     z2 = torch.randn(40, 12, generator=g).to(dtype).requires_grad_()
     outputs = [
-        dl.invariance_loss(z1, z2), dl.variance_loss(z1), dl.covariance_loss(z1, method="gram"),
-        dl.covariance_loss(z1, method="fft", block_size=5), dl.cross_correlation(z1, z2).sum(),
-        dl.circular_correlation(z1, z2, 4).sum(), *dl.vicreg_terms(z1, z2, method="fft").values(),
-        *dl.barlow_twins_terms(z1, z2, method="gram").values(), dl.vicreg_loss(z1, z2, sim_coeff=0, std_coeff=0, cov_coeff=0),
+        dl.invariance_loss(z1, z2),
+        dl.variance_loss(z1),
+        dl.covariance_loss(z1, method="gram"),
+        dl.covariance_loss(z1, method="fft", block_size=5),
+        dl.cross_correlation(z1, z2).sum(),
+        dl.circular_correlation(z1, z2, 4).sum(),
+        *dl.vicreg_terms(z1, z2, method="fft").values(),
+        *dl.barlow_twins_terms(z1, z2, method="gram").values(),
+        dl.vicreg_loss(z1, z2, sim_coeff=0, std_coeff=0, cov_coeff=0),
     ]
     assert [o.dtype for o in outputs] == [torch.float32] * len(outputs)
     sum(o for o in outputs if o.requires_grad).backward()
@@ -122,8 +132,9 @@ def test_terms_accepts_a_single_name():
     """A string used to be iterated character by character ("i", "n", ...: unknown terms)."""
     z1, z2 = torch.randn(20, 6), torch.randn(20, 6)
     assert list(dl.vicreg_terms(z1, z2, terms="invariance")) == ["invariance"]
-    torch.testing.assert_close(dl.vicreg_terms(z1, z2, terms="variance")["variance"],
-                               dl.vicreg_terms(z1, z2, terms=["variance"])["variance"])
+    torch.testing.assert_close(
+        dl.vicreg_terms(z1, z2, terms="variance")["variance"], dl.vicreg_terms(z1, z2, terms=["variance"])["variance"]
+    )
 
 
 @pytest.mark.parametrize("make", [lambda: torch.randn(20, 6).to_sparse(), lambda: torch.randn(20, 6, device="meta")])
@@ -138,7 +149,10 @@ def test_gram_penalty_is_never_negative():
     values = []
     for seed in range(40):
         z = 100 * torch.randn(512, 1, generator=torch.Generator().manual_seed(seed))
-        values += [float(dl.covariance_loss(z, method="gram")), float(dl.barlow_twins_terms(z, z * 2, method="gram")["off_diagonal"])]
+        values += [
+            float(dl.covariance_loss(z, method="gram")),
+            float(dl.barlow_twins_terms(z, z * 2, method="gram")["off_diagonal"]),
+        ]
     assert min(values) >= 0
 
 
@@ -165,8 +179,10 @@ def test_vicreg_exact_supports_higher_order_derivatives():
     z1 = torch.randn(10, 4, dtype=torch.float64, requires_grad=True)
     z2 = torch.randn(10, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda a, b: dl.vicreg_loss(a, b, check_finite=False), (z1, z2))
-    torch.testing.assert_close(torch.func.grad(lambda z: dl.vicreg_loss(z, z2.detach(), check_finite=False))(z1.detach()),
-                               torch.autograd.grad(dl.vicreg_loss(z1, z2), z1)[0])
+    torch.testing.assert_close(
+        torch.func.grad(lambda z: dl.vicreg_loss(z, z2.detach(), check_finite=False))(z1.detach()),
+        torch.autograd.grad(dl.vicreg_loss(z1, z2), z1)[0],
+    )
 
 
 # --------------------------------------------------------------------------- diagnostics
@@ -290,12 +306,27 @@ def test_a_damaged_dataset_cache_is_rebuilt(image_archive, isolated_cache, damag
 
 @pytest.fixture
 def tiny_run(tiny_cifar):
-    return dict(data_root=str(tiny_cifar), train_subset=None, dim=8, width=4, batch_size=20, steps=2,
-                eval_points=1, eval_bank=30, eval_queries=20, final_bank=60, probe_batch=20, matrix_dims=8, knn_k=5)
+    return dict(
+        data_root=str(tiny_cifar),
+        train_subset=None,
+        dim=8,
+        width=4,
+        batch_size=20,
+        steps=2,
+        eval_points=1,
+        eval_bank=30,
+        eval_queries=20,
+        final_bank=60,
+        probe_batch=20,
+        matrix_dims=8,
+        knn_k=5,
+    )
 
 
-@pytest.mark.parametrize("damage", ["truncate metrics.json", "truncate arrays.npz", "remove model.pt",
-                                    "truncate model.pt", "remove metrics.json"])
+@pytest.mark.parametrize(
+    "damage",
+    ["truncate metrics.json", "truncate arrays.npz", "remove model.pt", "truncate model.pt", "remove metrics.json"],
+)
 def test_a_damaged_run_cache_entry_is_retrained_and_replaced(tiny_run, damage):
     """A truncated metrics.json crashed every later run of that configuration (JSONDecodeError),
     and a run without model.pt was served as cached."""
@@ -313,12 +344,16 @@ def test_a_damaged_run_cache_entry_is_retrained_and_replaced(tiny_run, damage):
 def test_no_cache_on_the_command_line_replaces_a_damaged_entry(tiny_run, tmp_path, capsys):
     first = train.train_ssl(**tiny_run, progress=False)
     (first.path / "metrics.json").write_text("{")
-    argv = ["train", "--quiet", "--no-cache"] + [x for k, v in tiny_run.items() if v is not None
-                                                 for x in (f"--{k.replace('_', '-')}", str(v))] + ["--train-subset", "0"]
+    argv = (
+        ["train", "--quiet", "--no-cache"]
+        + [x for k, v in tiny_run.items() if v is not None for x in (f"--{k.replace('_', '-')}", str(v))]
+        + ["--train-subset", "0"]
+    )
     assert cli.main(argv) == 0
     replaced = json.loads((first.path / "metrics.json").read_text())["final"]
     assert {k: replaced[k] for k in ("knn_top1", "linear_probe_top1", "effective_rank")} == {
-        k: first.final[k] for k in ("knn_top1", "linear_probe_top1", "effective_rank")}
+        k: first.final[k] for k in ("knn_top1", "linear_probe_top1", "effective_rank")
+    }
 
 
 # --------------------------------------------------------------------------- unusable cache folders
@@ -337,6 +372,7 @@ def test_a_cache_folder_that_is_a_file_only_turns_caching_off(image_archive, tmp
 def test_a_read_only_cache_only_turns_caching_off(image_archive, tiny_run, monkeypatch):
     """A read-only file system (simulated: root ignores permission bits) aborted load_cifar10
     after decoding and train_ssl after training."""
+
     def read_only(*args, **kwargs):
         raise OSError(30, "Read-only file system")
 

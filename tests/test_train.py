@@ -11,6 +11,7 @@ import torch
 import decorr_lite as dl
 from decorr_lite import cli, train
 from decorr_lite.data import cifar10
+from decorr_lite.losses import loss_spec
 from decorr_lite.train import TrainConfig, load_run, train_ssl
 
 FINAL_KEYS = {"knn_top1", "linear_probe_top1", "effective_rank", "median_std", "seconds"}
@@ -19,17 +20,37 @@ FINAL_KEYS = {"knn_top1", "linear_probe_top1", "effective_rank", "median_std", "
 @pytest.fixture
 def tiny(tiny_cifar):
     return dict(
-        data_root=str(tiny_cifar), train_subset=None, dim=16, width=4, batch_size=20, steps=4,
-        eval_points=2, eval_bank=30, eval_queries=20, final_bank=60, probe_batch=20, matrix_dims=8, knn_k=5,
+        data_root=str(tiny_cifar),
+        train_subset=None,
+        dim=16,
+        width=4,
+        batch_size=20,
+        steps=4,
+        eval_points=2,
+        eval_bank=30,
+        eval_queries=20,
+        final_bank=60,
+        probe_batch=20,
+        matrix_dims=8,
+        knn_k=5,
     )
 
 
 def strip_times(metrics):
     """Metrics without wall-clock and memory entries (they vary), for comparing reruns."""
     # wall-clock, memory and the record of when and where (provenance) vary between reruns
-    timeless = lambda d: {k: v for k, v in d.items() if "seconds" not in k and "memory" not in k  # noqa: E731
-                          and k != "provenance"}
-    return {"config": metrics["config"], "final": timeless(metrics["final"]), "history": [timeless(h) for h in metrics["history"]]}
+    timeless = lambda d: {
+        k: v
+        for k, v in d.items()
+        if "seconds" not in k
+        and "memory" not in k  # noqa: E731
+        and k != "provenance"
+    }
+    return {
+        "config": metrics["config"],
+        "final": timeless(metrics["final"]),
+        "history": [timeless(h) for h in metrics["history"]],
+    }
 
 
 def test_metrics_layout(tiny):
@@ -40,7 +61,16 @@ def test_metrics_layout(tiny):
     assert 0 <= metrics["final"]["knn_top1"] <= 1 and 0 <= metrics["final"]["linear_probe_top1"] <= 1
     assert [h["step"] for h in metrics["history"]] == [0, 2, 4]
     for entry in metrics["history"]:
-        assert {"step", "loss", "invariance", "variance", "covariance", "knn_top1", "effective_rank", "median_std"} <= set(entry)
+        assert {
+            "step",
+            "loss",
+            "invariance",
+            "variance",
+            "covariance",
+            "knn_top1",
+            "effective_rank",
+            "median_std",
+        } <= set(entry)
         assert all(np.isfinite(entry[k]) for k in ("loss", "invariance", "variance", "covariance"))
     # the weighted sum of the terms is the loss, at step 0 (one batch)
     h0 = metrics["history"][0]
@@ -100,7 +130,7 @@ def test_out_folder(tiny, tmp_path):
 )
 def test_other_losses_and_methods_train(tiny, settings):
     result = train_ssl(progress=False, cache=False, **{**tiny, **settings})
-    terms = train.TERMS[settings["loss"]]
+    terms = [term.name for term in loss_spec(settings["loss"]).terms]
     for entry in result.history:
         assert all(np.isfinite(entry[t]) for t in terms)
 
@@ -117,16 +147,23 @@ def views(n=32, d=12, seed=0):
 @pytest.mark.parametrize("method", ["exact", "fft"])
 def test_vicreg_switches_match_the_loss_function(weights, method):
     z1, z2 = views()
-    perm = torch.randperm(12, generator=torch.Generator().manual_seed(1)) if method == "fft" else None
-    config = TrainConfig(sim_coeff=weights[0], std_coeff=weights[1], cov_coeff=weights[2], method=method, block_size=4, dim=12)
-    loss, terms = train._loss_terms(config, z1, z2, perm)
+    config = TrainConfig(
+        sim_coeff=weights[0], std_coeff=weights[1], cov_coeff=weights[2], method=method, block_size=4, dim=12
+    )
+    # the run's permutation: drawn by its loss module, from a generator seeded with the run's seed + 5
+    perm = torch.randperm(12, generator=torch.Generator().manual_seed(config.seed + 5)) if method == "fft" else None
+    loss_fn = train.build_loss(config)
+    loss = loss_fn(z1, z2)
+    terms = {name: float(value) for name, value in loss_fn.terms.items()}
     kwargs = dict(method=method, block_size=4, permutation=perm)
     expected = dl.vicreg_loss(z1, z2, sim_coeff=weights[0], std_coeff=weights[1], cov_coeff=weights[2], **kwargs)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
     # every term is measured, switched on or off
     assert terms["invariance"] == pytest.approx(dl.invariance_loss(z1, z2).item(), rel=1e-12)
     assert terms["variance"] == pytest.approx((dl.variance_loss(z1) + dl.variance_loss(z2)).item() / 2, rel=1e-12)
-    assert terms["covariance"] == pytest.approx((dl.covariance_loss(z1, **kwargs) + dl.covariance_loss(z2, **kwargs)).item(), rel=1e-12)
+    assert terms["covariance"] == pytest.approx(
+        (dl.covariance_loss(z1, **kwargs) + dl.covariance_loss(z2, **kwargs)).item(), rel=1e-12
+    )
     if loss.requires_grad:  # a switched-off term adds no gradient
         got = torch.autograd.grad(loss, (z1, z2))
         want = torch.autograd.grad(expected, (z1, z2))
@@ -138,7 +175,9 @@ def test_vicreg_switches_match_the_loss_function(weights, method):
 def test_barlow_switches_match_the_loss_function(lambd):
     z1, z2 = views(seed=2)
     config = TrainConfig(loss="barlow", lambd=lambd, dim=12)
-    loss, terms = train._loss_terms(config, z1, z2, None)
+    loss_fn = train.build_loss(config)
+    loss = loss_fn(z1, z2)
+    terms = {name: float(value) for name, value in loss_fn.terms.items()}
     expected = dl.barlow_twins_loss(z1, z2, lambd=lambd)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
     c = dl.cross_correlation(z1, z2).detach()
@@ -182,10 +221,42 @@ def test_batch_larger_than_training_set(tiny):
 
 
 def test_cli_writes_metrics_and_prints_a_summary(tiny, tmp_path, capsys):
-    argv = ["train", "--loss", "vicreg", "--std-coeff", "0", "--data-root", tiny["data_root"], "--train-subset", "0",
-            "--dim", "16", "--width", "4", "--batch-size", "20", "--steps", "2", "--eval-points", "1",
-            "--eval-bank", "30", "--eval-queries", "20", "--final-bank", "60", "--probe-batch", "20",
-            "--matrix-dims", "8", "--knn-k", "5", "--out", str(tmp_path / "x"), "--quiet"]
+    argv = [
+        "train",
+        "--loss",
+        "vicreg",
+        "--std-coeff",
+        "0",
+        "--data-root",
+        tiny["data_root"],
+        "--train-subset",
+        "0",
+        "--dim",
+        "16",
+        "--width",
+        "4",
+        "--batch-size",
+        "20",
+        "--steps",
+        "2",
+        "--eval-points",
+        "1",
+        "--eval-bank",
+        "30",
+        "--eval-queries",
+        "20",
+        "--final-bank",
+        "60",
+        "--probe-batch",
+        "20",
+        "--matrix-dims",
+        "8",
+        "--knn-k",
+        "5",
+        "--out",
+        str(tmp_path / "x"),
+        "--quiet",
+    ]
     assert cli.main(argv) == 0
     metrics = json.loads((tmp_path / "x" / "metrics.json").read_text())
     assert metrics["config"]["std_coeff"] == 0.0 and metrics["config"]["train_subset"] is None
@@ -199,9 +270,25 @@ def test_cli_help_documents_every_flag(capsys):
         cli.main(["train", "--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    for flag in ["--sim-coeff", "--std-coeff", "--cov-coeff", "--lambd", "--method", "--block-size", "--exponent",
-                 "--no-permutation", "--dim", "--epochs", "--steps", "--batch-size", "--lr", "--train-subset",
-                 "--seed", "--device", "--out"]:
+    for flag in [
+        "--sim-coeff",
+        "--std-coeff",
+        "--cov-coeff",
+        "--lambd",
+        "--method",
+        "--block-size",
+        "--exponent",
+        "--no-permutation",
+        "--dim",
+        "--epochs",
+        "--steps",
+        "--batch-size",
+        "--lr",
+        "--train-subset",
+        "--seed",
+        "--device",
+        "--out",
+    ]:
         assert flag in text
 
 
@@ -253,7 +340,9 @@ def test_cached_run_and_float_fields(tiny):
     trained = train_ssl(progress=False, **{**tiny, "std_coeff": 0})
     # std_coeff=0 and std_coeff=0.0 are the same configuration, hence the same cached run
     assert TrainConfig(**{**tiny, "std_coeff": 0}).std_coeff == 0.0
-    assert train.run_key(TrainConfig(**{**tiny, "std_coeff": 0})) == train.run_key(TrainConfig(**{**tiny, "std_coeff": 0.0}))
+    assert train.run_key(TrainConfig(**{**tiny, "std_coeff": 0})) == train.run_key(
+        TrainConfig(**{**tiny, "std_coeff": 0.0})
+    )
     found = train.cached_run(**{**tiny, "std_coeff": 0.0})
     assert found is not None and found.from_cache and found.final == trained.final
     assert train.cached_run(TrainConfig(**tiny)) is None  # the full loss was never trained
@@ -278,7 +367,10 @@ def test_classroom_settings_are_full_mode_whatever_quick_mode_says(monkeypatch):
 
 
 def test_summary_table(tiny):
-    runs = {"full": train_ssl(progress=False, **tiny), "variance off": train_ssl(progress=False, **{**tiny, "std_coeff": 0})}
+    runs = {
+        "full": train_ssl(progress=False, **tiny),
+        "variance off": train_ssl(progress=False, **{**tiny, "std_coeff": 0}),
+    }
     lines = train.summary_table(runs).splitlines()
     assert lines[0].split()[:4] == ["run", "steps", "s/step", "kNN"] and set(lines[1]) == {"-"}
     assert len(lines) == 4
@@ -293,10 +385,43 @@ def test_torchrun_trains_with_two_processes(tiny, tmp_path):
     import subprocess
     import sys
 
-    argv = ["--loss", "barlow", "--method", "fft", "--data-root", tiny["data_root"], "--train-subset", "0",
-            "--dim", "16", "--width", "4", "--batch-size", "20", "--steps", "2", "--eval-points", "1",
-            "--eval-bank", "30", "--eval-queries", "20", "--final-bank", "60", "--probe-batch", "20",
-            "--matrix-dims", "8", "--knn-k", "5", "--out", str(tmp_path / "x"), "--quiet", "--device", "cpu"]
+    argv = [
+        "--loss",
+        "barlow",
+        "--method",
+        "fft",
+        "--data-root",
+        tiny["data_root"],
+        "--train-subset",
+        "0",
+        "--dim",
+        "16",
+        "--width",
+        "4",
+        "--batch-size",
+        "20",
+        "--steps",
+        "2",
+        "--eval-points",
+        "1",
+        "--eval-bank",
+        "30",
+        "--eval-queries",
+        "20",
+        "--final-bank",
+        "60",
+        "--probe-batch",
+        "20",
+        "--matrix-dims",
+        "8",
+        "--knn-k",
+        "5",
+        "--out",
+        str(tmp_path / "x"),
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     # the command line, with the loader expecting the tiny copy's images per class
     launcher = tmp_path / "launch.py"
     launcher.write_text(
@@ -304,8 +429,17 @@ def test_torchrun_trains_with_two_processes(tiny, tmp_path):
         f"cifar10.PER_CLASS = {dict(cifar10.PER_CLASS)!r}\n"
         "from decorr_lite.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     )
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               str(launcher), "train", *argv]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(launcher),
+        "train",
+        *argv,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "x" / "metrics.json").read_text())
