@@ -26,6 +26,23 @@ def term_controls(loss: str) -> dict[str, tuple[str, float]]:
     return {term.coefficient: (term.label, term.default) for term in loss_spec(loss).terms}
 
 
+def term_widgets(
+    terms: dict[str, tuple[str, float]], weights: dict[str, float] | None = None, width: str | None = None
+):
+    """A checkbox (on/off) and a log-scale weight slider (two decades below the weight, one
+    above; applied on release) per term of ``term_controls``; ``weights`` replaces the defaults."""
+    import ipywidgets as W
+
+    checkboxes = {k: W.Checkbox(value=True, description=label, indent=False) for k, (label, _) in terms.items()}
+    sliders = {}
+    for k, (_, default) in terms.items():
+        value = (weights or {}).get(k, default)
+        sliders[k] = W.FloatLogSlider(value=value, base=10, min=math.log10(value) - 2, max=math.log10(value) + 1,
+                                      step=0.1, description="weight", continuous_update=False, readout_format=".3g",
+                                      **({"layout": W.Layout(width=width)} if width else {}))  # fmt: skip
+    return checkboxes, sliders
+
+
 def _kernel_loop():
     """The event loop of the IPython kernel's main thread, or None outside a kernel."""
     try:
@@ -77,22 +94,7 @@ class TermPanel:
         import ipywidgets as W
 
         self.run, self.draw = run, draw
-        self.checkboxes = {
-            k: W.Checkbox(value=True, description=label, indent=False) for k, (label, _) in terms.items()
-        }
-        self.sliders = {
-            k: W.FloatLogSlider(
-                value=default,
-                base=10,
-                min=math.log10(default) - 2,
-                max=math.log10(default) + 1,
-                step=0.1,
-                description="weight",
-                continuous_update=False,
-                readout_format=".3g",
-            )
-            for k, (_, default) in terms.items()
-        }
+        self.checkboxes, self.sliders = term_widgets(terms)
         self.controls = {**{f"{k}_on": c for k, c in self.checkboxes.items()}, **self.sliders}
         self.output = W.Output()
         self.status = W.HTML()
@@ -245,23 +247,7 @@ class TrainPanel:
         self.loss, self.draw, self.settings = loss, draw, dict(settings or {})
         # a term's weight when on: the settings' (quick mode sets its own lambd), else the loss's default
         self.defaults = {k: float(self.settings.get(k, default)) for k, (_, default) in terms.items()}
-        self.checkboxes = {
-            k: W.Checkbox(value=True, description=label, indent=False) for k, (label, _) in terms.items()
-        }
-        self.sliders = {
-            k: W.FloatLogSlider(
-                value=default,
-                base=10,
-                min=math.log10(default) - 2,
-                max=math.log10(default) + 1,
-                step=0.1,
-                description="weight",
-                continuous_update=False,
-                readout_format=".3g",
-                layout=W.Layout(width="300px"),
-            )
-            for k, default in self.defaults.items()
-        }
+        self.checkboxes, self.sliders = term_widgets(terms, self.defaults, width="300px")
         dim = int(self.settings.get("dim", 1024))
         self.dim = W.Dropdown(
             options=sorted({*self.DIMS, dim}), value=dim, description="d", layout=W.Layout(width="160px")

@@ -127,6 +127,20 @@ def image_archive(tmp_path, splits) -> Path:
     return root
 
 
+def tiny_run_settings(tiny_cifar, **changes) -> dict:
+    """``train_ssl`` settings for a run of seconds on the tiny dataset; ``changes`` override them."""
+    settings = dict(data_root=str(tiny_cifar), train_subset=None, dim=16, width=4, batch_size=20, steps=4,
+                    eval_points=2, eval_bank=30, eval_queries=20, final_bank=60, probe_batch=20, matrix_dims=8,
+                    knn_k=5)  # fmt: skip
+    return {**settings, **changes}
+
+
+@pytest.fixture
+def tiny(tiny_cifar):
+    """The settings of a run of seconds on the tiny dataset (``tiny_run_settings``)."""
+    return tiny_run_settings(tiny_cifar)
+
+
 @pytest.fixture
 def tiny_cifar(tmp_path_factory) -> Path:
     """A session-wide tiny image-folder dataset for training tests (PNG tree)."""

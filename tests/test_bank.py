@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import tiny_run_settings
 from decorr_lite import bank, train
 from decorr_lite.cli import main as cli_main
 from decorr_lite.data import cifar10
@@ -147,21 +148,7 @@ def test_bank_command_line_lists_and_refuses_unknown_names(capsys):
 def test_build_writes_an_entry_that_lookup_finds(tmp_path, monkeypatch, tiny_cifar):
     """The build path end to end, on the tiny copy: a bank entry is written atomically, indexed,
     and found by train_ssl for the same configuration (any data location)."""
-    tiny = dict(
-        data_root=str(tiny_cifar),
-        train_subset=None,
-        dim=16,
-        width=4,
-        batch_size=20,
-        steps=4,
-        eval_points=2,
-        eval_bank=30,
-        eval_queries=20,
-        final_bank=60,
-        probe_batch=20,
-        matrix_dims=8,
-        knn_k=5,
-    )
+    tiny = tiny_run_settings(tiny_cifar)
     monkeypatch.setattr(bank, "bank_runs", lambda: {"tiny": dict(loss="vicreg")})
     monkeypatch.setattr(bank, "classroom_settings", lambda: dict(tiny))
     folder = tmp_path / "bank"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import tiny_run_settings
 from decorr_lite.benchmark import Case, measure, measure_isolated, measure_pair, time_alternated
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,27 +57,8 @@ def test_unknown_loss_is_rejected():
 
 def test_script_writes_every_case(tmp_path):
     out = tmp_path / "scaling.json"
-    cmd = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "loss_scaling.py"),
-        "--n",
-        "16",
-        "--dims",
-        "16",
-        "32",
-        "--losses",
-        "barlow",
-        "--small-block",
-        "8",
-        "--repeats",
-        "1",
-        "--min-seconds",
-        "0",
-        "--pairs",
-        "3",
-        "--out",
-        str(out),
-    ]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "loss_scaling.py"), *"--n 16 --dims 16 32 --losses barlow".split(),
+           *"--small-block 8 --repeats 1 --min-seconds 0 --pairs 3".split(), "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
@@ -97,25 +79,8 @@ def test_script_writes_every_case(tmp_path):
 def test_script_repeats_only_the_timing_targets(tmp_path):
     """--targets-only RUNS skips the sweep and times both alternated targets RUNS times."""
     out = tmp_path / "targets.json"
-    cmd = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "loss_scaling.py"),
-        "--n",
-        "16",
-        "--dims",
-        "16",
-        "32",
-        "--losses",
-        "vicreg",
-        "--small-block",
-        "8",
-        "--pairs",
-        "2",
-        "--targets-only",
-        "2",
-        "--out",
-        str(out),
-    ]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "loss_scaling.py"), *"--n 16 --dims 16 32 --losses vicreg".split(),
+           *"--small-block 8 --pairs 2 --targets-only 2".split(), "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     runs = json.loads(out.read_text())["runs"]
@@ -153,21 +118,8 @@ def test_peak_memory_helpers_see_a_freed_allocation():
 
 def test_fused_vs_modular_script_times_both_paths(tmp_path):
     out = tmp_path / "fused.json"
-    cmd = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "fused_vs_modular.py"),
-        "--n",
-        "16",
-        "--dims",
-        "24",
-        "--block-sizes",
-        "0",
-        "5",
-        "--pairs",
-        "2",
-        "--out",
-        str(out),
-    ]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "fused_vs_modular.py"),
+           *"--n 16 --dims 24 --block-sizes 0 5 --pairs 2 --out".split(), str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())["rows"]
@@ -179,25 +131,9 @@ def test_fused_vs_modular_script_times_both_paths(tmp_path):
 
 def test_train_throughput_script_times_every_variant(tmp_path):
     out = tmp_path / "throughput.json"
-    cmd = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "train_throughput.py"),
-        "--encoders",
-        "small:4",
-        "--precisions",
-        "fp32",
-        "bf16",
-        "--batch-size",
-        "8",
-        "--dim",
-        "16",
-        "--passes",
-        "2",
-        "--device",
-        "cpu",
-        "--out",
-        str(out),
-    ]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"),
+           *"--encoders small:4 --precisions fp32 bf16 --batch-size 8 --dim 16 --passes 2 --device cpu --out".split(),
+           str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
@@ -212,20 +148,8 @@ def test_train_throughput_script_times_every_variant(tmp_path):
 @pytest.mark.skipif(not (ROOT / ".git").exists(), reason="compare_revisions.py reads a revision from git")
 def test_compare_revisions_script_times_both_versions(tmp_path):
     out = tmp_path / "compare.json"
-    cmd = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "compare_revisions.py"),
-        "--base",
-        "HEAD",
-        "--n",
-        "16",
-        "--dims",
-        "16",
-        "--passes",
-        "2",
-        "--out",
-        str(out),
-    ]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "compare_revisions.py"),
+           *"--base HEAD --n 16 --dims 16 --passes 2 --out".split(), str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())["rows"]
@@ -237,18 +161,8 @@ def test_compare_revisions_script_times_both_versions(tmp_path):
 
 def test_distributed_bytes_script_counts_every_case_and_the_agreement_check(tmp_path):
     out = tmp_path / "bytes.json"
-    cmd = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "distributed_bytes.py"),
-        "--n",
-        "8",
-        "--dims",
-        "256",
-        "--repeats",
-        "1",
-        "--out",
-        str(out),
-    ]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "distributed_bytes.py"),
+           *"--n 8 --dims 256 --repeats 1 --out".split(), str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())
@@ -272,21 +186,7 @@ def test_classroom_run_script_times_each_stage(tiny_cifar, tmp_path, monkeypatch
     spec = importlib.util.spec_from_file_location("classroom_run", ROOT / "benchmarks" / "classroom_run.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    tiny = dict(
-        data_root=str(tiny_cifar),
-        train_subset=None,
-        dim=8,
-        width=4,
-        batch_size=20,
-        steps=2,
-        eval_points=1,
-        eval_bank=30,
-        eval_queries=20,
-        final_bank=60,
-        probe_batch=20,
-        matrix_dims=8,
-        knn_k=5,
-    )
+    tiny = tiny_run_settings(tiny_cifar, dim=8, steps=2, eval_points=1)
     monkeypatch.setattr(train, "classroom_settings", lambda quick=None: dict(tiny))
     before = train.training_step
     out = tmp_path / "run.json"

@@ -30,16 +30,29 @@ def _run(command, **kwargs) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """A fresh venv with decorr-lite installed from this checkout (not editable)."""
-    base = tmp_path_factory.mktemp("install")
-    venv = base / "venv"
-    # without pip: the venv's own (older) setuptools would build the wheel; the borrowed one is what a user has
+def _fresh_venv(venv: Path) -> Path:
+    """A venv without pip whose ``sys.path`` borrows this environment's packages (a ``.pth``
+    line); returns its python."""
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     python = venv / "bin" / "python"
     site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
     (site / "borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return python
+
+
+def _pip_install(python: Path, what: Path, *flags: str) -> None:
+    """Install ``what`` (a source folder or a wheel) into the venv of ``python`` with this
+    environment's pip, without its dependencies (the venv borrows them) and without the index."""
+    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "--quiet",
+          *flags, str(what)])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A fresh venv with decorr-lite installed from this checkout (not editable)."""
+    base = tmp_path_factory.mktemp("install")
+    # without pip: the venv's own (older) setuptools would build the wheel; the borrowed one is what a user has
+    python = _fresh_venv(base / "venv")
     # a copy of the source without build outputs, as an sdist would hold it
     source = base / "source"
     top_level = {".venv", ".git", ".cache", "build", "data", ".pytest_cache"}  # not decorr_lite/data: that is code
@@ -49,21 +62,7 @@ def installed(tmp_path_factory):
         return here | (top_level & set(names) if Path(folder) == ROOT else set())
 
     shutil.copytree(ROOT, source, ignore=ignore)
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            str(python),
-            "install",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--quiet",
-            str(source),
-        ]
-    )
+    _pip_install(python, source, "--no-build-isolation")
     shutil.rmtree(source)  # the installed package must not need its source
     return python
 
@@ -141,25 +140,8 @@ def test_the_wheel_and_sdist_build_and_the_wheel_installs_and_runs(tmp_path):
         json.loads((ROOT / "decorr_lite" / "bank" / "index.json").read_text())["entries"]
     )
 
-    venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
-    python = venv / "bin" / "python"
-    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
-    (site / "borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            str(python),
-            "install",
-            "--no-deps",
-            "--no-index",
-            "--quiet",
-            str(wheels[0]),
-        ]
-    )
+    python = _fresh_venv(tmp_path / "venv")
+    _pip_install(python, wheels[0])
     code = (
         "import torch, decorr_lite as dl; from decorr_lite.data import samples; "
         "z = torch.randn(64, 32, generator=torch.Generator().manual_seed(0)); "

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_run_settings
 from decorr_lite import plots, toy, widgets
 from decorr_lite.benchmark import fit_slope
 
@@ -111,21 +112,7 @@ def test_toy_lessons():
 
 @pytest.fixture
 def tiny_settings(tiny_cifar):
-    return dict(
-        data_root=str(tiny_cifar),
-        train_subset=None,
-        dim=12,
-        width=4,
-        batch_size=20,
-        steps=4,
-        eval_points=2,
-        eval_bank=30,
-        eval_queries=20,
-        final_bank=60,
-        probe_batch=20,
-        matrix_dims=6,
-        knn_k=5,
-    )
+    return tiny_run_settings(tiny_cifar, dim=12, matrix_dims=6)
 
 
 @pytest.fixture

@@ -10,25 +10,6 @@ from decorr_lite import cli, settings, train
 from decorr_lite.train import TrainConfig, train_ssl
 
 
-@pytest.fixture
-def tiny(tiny_cifar):
-    return dict(
-        data_root=str(tiny_cifar),
-        train_subset=None,
-        dim=16,
-        width=4,
-        batch_size=20,
-        steps=4,
-        eval_points=2,
-        eval_bank=30,
-        eval_queries=20,
-        final_bank=60,
-        probe_batch=20,
-        matrix_dims=8,
-        knn_k=5,
-    )
-
-
 def _cpu_bf16(monkeypatch, native: bool):
     """Pretend the CPU has (or lacks) native bf16: the capability queries torch answers."""
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)

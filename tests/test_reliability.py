@@ -234,7 +234,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from conftest import image_members, write_tree  # noqa: E402
+from conftest import image_members, tiny_run_settings, write_tree  # noqa: E402
 from decorr_lite import _atomic, cli, train  # noqa: E402
 from decorr_lite.data import CorruptDataError, cifar10, load_cifar10  # noqa: E402
 
@@ -306,21 +306,7 @@ def test_a_damaged_dataset_cache_is_rebuilt(image_archive, isolated_cache, damag
 
 @pytest.fixture
 def tiny_run(tiny_cifar):
-    return dict(
-        data_root=str(tiny_cifar),
-        train_subset=None,
-        dim=8,
-        width=4,
-        batch_size=20,
-        steps=2,
-        eval_points=1,
-        eval_bank=30,
-        eval_queries=20,
-        final_bank=60,
-        probe_batch=20,
-        matrix_dims=8,
-        knn_k=5,
-    )
+    return tiny_run_settings(tiny_cifar, dim=8, steps=2, eval_points=1)
 
 
 @pytest.mark.parametrize(

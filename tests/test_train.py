@@ -17,25 +17,6 @@ from decorr_lite.train import TrainConfig, load_run, train_ssl
 FINAL_KEYS = {"knn_top1", "linear_probe_top1", "effective_rank", "median_std", "seconds"}
 
 
-@pytest.fixture
-def tiny(tiny_cifar):
-    return dict(
-        data_root=str(tiny_cifar),
-        train_subset=None,
-        dim=16,
-        width=4,
-        batch_size=20,
-        steps=4,
-        eval_points=2,
-        eval_bank=30,
-        eval_queries=20,
-        final_bank=60,
-        probe_batch=20,
-        matrix_dims=8,
-        knn_k=5,
-    )
-
-
 def strip_times(metrics):
     """Metrics without wall-clock and memory entries (they vary), for comparing reruns."""
     # wall-clock, memory and the record of when and where (provenance) vary between reruns
@@ -220,43 +201,17 @@ def test_batch_larger_than_training_set(tiny):
 # --------------------------------------------------------------------------- command line
 
 
+def cli_flags(settings: dict, **changes) -> list[str]:
+    """``train_ssl`` settings as command-line flags (None as 0: the command line's "all")."""
+    flags = []
+    for name, value in {**settings, **changes}.items():
+        flags += [f"--{name.replace('_', '-')}", "0" if value is None else str(value)]
+    return flags
+
+
 def test_cli_writes_metrics_and_prints_a_summary(tiny, tmp_path, capsys):
-    argv = [
-        "train",
-        "--loss",
-        "vicreg",
-        "--std-coeff",
-        "0",
-        "--data-root",
-        tiny["data_root"],
-        "--train-subset",
-        "0",
-        "--dim",
-        "16",
-        "--width",
-        "4",
-        "--batch-size",
-        "20",
-        "--steps",
-        "2",
-        "--eval-points",
-        "1",
-        "--eval-bank",
-        "30",
-        "--eval-queries",
-        "20",
-        "--final-bank",
-        "60",
-        "--probe-batch",
-        "20",
-        "--matrix-dims",
-        "8",
-        "--knn-k",
-        "5",
-        "--out",
-        str(tmp_path / "x"),
-        "--quiet",
-    ]
+    argv = ["train", "--loss", "vicreg", "--std-coeff", "0", *cli_flags(tiny, steps=2, eval_points=1),
+            "--out", str(tmp_path / "x"), "--quiet"]  # fmt: skip
     assert cli.main(argv) == 0
     metrics = json.loads((tmp_path / "x" / "metrics.json").read_text())
     assert metrics["config"]["std_coeff"] == 0.0 and metrics["config"]["train_subset"] is None
@@ -385,43 +340,8 @@ def test_torchrun_trains_with_two_processes(tiny, tmp_path):
     import subprocess
     import sys
 
-    argv = [
-        "--loss",
-        "barlow",
-        "--method",
-        "fft",
-        "--data-root",
-        tiny["data_root"],
-        "--train-subset",
-        "0",
-        "--dim",
-        "16",
-        "--width",
-        "4",
-        "--batch-size",
-        "20",
-        "--steps",
-        "2",
-        "--eval-points",
-        "1",
-        "--eval-bank",
-        "30",
-        "--eval-queries",
-        "20",
-        "--final-bank",
-        "60",
-        "--probe-batch",
-        "20",
-        "--matrix-dims",
-        "8",
-        "--knn-k",
-        "5",
-        "--out",
-        str(tmp_path / "x"),
-        "--quiet",
-        "--device",
-        "cpu",
-    ]
+    argv = ["--loss", "barlow", "--method", "fft", *cli_flags(tiny, steps=2, eval_points=1),
+            "--out", str(tmp_path / "x"), "--quiet", "--device", "cpu"]  # fmt: skip
     # the command line, with the loader expecting the tiny copy's images per class
     launcher = tmp_path / "launch.py"
     launcher.write_text(
