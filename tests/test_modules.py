@@ -233,6 +233,16 @@ def test_gradcheck_of_each_module(loss, options):
     assert gradcheck(module, (z1, z2))
 
 
+def test_inputs_of_more_than_two_dimensions_are_refused_with_both_ways_to_flatten():
+    """lightly's losses accept (batch, ..., dim); these refuse it, since which dimension holds the
+    samples is the caller's choice, and the message gives both."""
+    z = torch.randn(8, 3, 5)
+    for module in (dl.VICRegLoss(), dl.BarlowTwinsLoss()):
+        with pytest.raises(ValueError, match=r"flatten\(0, -2\) makes every token or patch a sample.*flatten\(1\)"):
+            module(z, z)
+    assert torch.isfinite(dl.VICRegLoss()(z.flatten(0, -2), z.flatten(0, -2)))
+
+
 # ------------------------------------------------------------------------------ the impl switch
 
 

@@ -34,7 +34,8 @@ def check_embeddings(z, name: str = "z", *, check_finite: bool = True, min_rows:
     if z.dim() != 2:
         raise ValueError(
             f"{name} must be 2-D with shape (n, d) = (batch size, embedding dimension); "
-            f"got shape {tuple(z.shape)}. Flatten the other dimensions first, e.g. {name}.flatten(1)."
+            f"got shape {tuple(z.shape)}. Flatten the other dimensions first: {name}.flatten(0, -2) makes every "
+            f"token or patch a sample, {name}.flatten(1) makes one vector per sample."
         )
     if not z.is_floating_point():
         raise TypeError(
