@@ -79,12 +79,31 @@ def _running(pid: int) -> bool:
 
 
 def publish(temporary_path: Path, destination: Path) -> None:
-    """Make the finished temporary readable by everyone and rename it into place."""
+    """Make the finished temporary readable by everyone and rename it into place.
+
+    A file replaces whatever ``destination`` was, a symbolic link included (the link itself,
+    never the file it points to). A folder is only ever renamed to a name that is free: nothing
+    is deleted to make room (``FileExistsError`` otherwise), so a reader never meets a folder
+    that is half old and half new.
+    """
     mode = FOLDER_MODE if temporary_path.is_dir() else FILE_MODE
     os.chmod(temporary_path, mode)
     if temporary_path.is_dir():
         for child in temporary_path.iterdir():
             os.chmod(child, FILE_MODE)
-        if destination.exists():
-            shutil.rmtree(destination)
+        if os.path.lexists(destination):
+            raise FileExistsError(f"{destination} exists; a finished folder is only renamed to a free name")
     os.replace(temporary_path, destination)
+
+
+def write_file(destination: Path, write) -> None:
+    """Write one file atomically: ``write(path)`` fills a temporary beside ``destination``, which
+    then replaces it (a symbolic link at ``destination`` is replaced, not written through). On
+    any error, the disk full included, the temporary is removed and ``destination`` is as it was."""
+    tmp = temporary(destination.parent, destination.name)
+    try:
+        write(tmp)
+        publish(tmp, destination)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -60,6 +60,8 @@ COEFFICIENTS = tuple(term.coefficient for spec in LOSSES.values() for term in sp
 # points use subsets of the final evaluation's sets, BatchNorm re-estimated on bn_images of its bank;
 # 6: the dimensional-collapse verdict reads the leading direction's share of the variance
 RUN_FORMAT = 6
+MAX_SEED = 2**32 - 1  # scikit-learn's random_state and numpy's legacy seeds take at most this
+MAX_EVAL_POINTS = 1000
 
 
 def classroom_settings(quick: bool = False) -> dict:
@@ -214,12 +216,19 @@ class TrainConfig:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        # sim_coeff=0 and sim_coeff=0.0 are the same run: store every float field as a float,
-        # so that both give the same cache key
+        # sim_coeff=0 and sim_coeff=0.0 are the same run: store every float field as a float and
+        # every int field as an int (numpy scalars from a sweep included), so that both give the
+        # same cache key and the key can be written as JSON
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.type in ("float", "float | None") and isinstance(value, int) and not isinstance(value, bool):
+            value, kinds = getattr(self, f.name), _kinds(f)
+            if isinstance(value, bool) or value is None:
+                continue
+            if "float" in kinds and isinstance(value, numbers.Real):
                 object.__setattr__(self, f.name, float(value))
+            elif "int" in kinds and isinstance(value, numbers.Integral):
+                object.__setattr__(self, f.name, int(value))
+            elif "str" in kinds and isinstance(value, os.PathLike):
+                object.__setattr__(self, f.name, os.fspath(value))
         _validate(self)
 
     def total_steps(self, train_size: int) -> int:
@@ -274,6 +283,12 @@ def _validate(c: TrainConfig) -> None:
     ):
         if getattr(c, name) < low:
             raise ValueError(f"{name} must be >= {low}, got {getattr(c, name)}")
+    if not 0 <= c.seed <= MAX_SEED:
+        raise ValueError(f"seed must be in [0, 2**32 - 1] (numpy's and scikit-learn's range), got {c.seed}")
+    if c.eval_points > MAX_EVAL_POINTS:
+        raise ValueError(
+            f"eval_points must be at most {MAX_EVAL_POINTS} (each point embeds the evaluation sets), got {c.eval_points}"
+        )
     if c.hidden_dim is not None and c.hidden_dim < 1:
         raise ValueError(f"hidden_dim must be >= 1 or None (the same as dim), got {c.hidden_dim}")
     if c.block_size is not None and not 1 <= c.block_size <= c.dim:
@@ -298,10 +313,15 @@ def _validate(c: TrainConfig) -> None:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {c.precision!r}")
 
 
+def _kinds(f: dataclasses.Field) -> list[str]:
+    """The types a field's annotation names: ``"int | None"`` -> ``["int", "None"]``."""
+    return str(f.type).replace(" ", "").split("|")
+
+
 def _check_types(c: TrainConfig) -> None:
     """Each field has the type its annotation says (a float for an int field is a typo, not a run)."""
     for f in dataclasses.fields(c):
-        value, kinds = getattr(c, f.name), str(f.type).replace(" ", "").split("|")
+        value, kinds = getattr(c, f.name), _kinds(f)
         if value is None and "None" in kinds:
             continue
         ok = {
@@ -314,9 +334,10 @@ def _check_types(c: TrainConfig) -> None:
             raise TypeError(f"{f.name} must be {' or '.join(kinds)}, got {value!r}")
 
 
-def check_runnable(config: TrainConfig, out: str | os.PathLike | None = None) -> None:
+def check_runnable(config: TrainConfig, out: str | os.PathLike | None = None, *, overwrite: bool = False) -> None:
     """What can only be checked on this machine, before any data is read: the device exists, and
-    ``out`` (if given) is a folder that can be written, or can be created."""
+    ``out`` (if given) is a folder that can be written, or can be created, and holds no run files
+    that the run would replace (unless ``overwrite``)."""
     device = resolve_device(config.device)
     resolve_precision(config.precision, device)  # fp16 needs CUDA
     if device.startswith("cuda"):
@@ -327,6 +348,12 @@ def check_runnable(config: TrainConfig, out: str | os.PathLike | None = None) ->
             raise ValueError(f"device={config.device!r}, but there are {torch.cuda.device_count()} CUDA device(s)")
     if out is not None:
         _check_writable_folder(Path(out), "out")
+        taken = [name for name in RUN_FILES if os.path.lexists(Path(out) / name)]
+        if taken and not overwrite:
+            raise ValueError(
+                f"out={str(out)!r} already holds {', '.join(taken)}, which this run would replace: choose "
+                "another folder, or pass overwrite=True (--overwrite) to replace them (nothing else in it is touched)"
+            )
 
 
 def _check_writable_folder(path: Path, name: str) -> None:
@@ -383,16 +410,18 @@ class TrainResult:
 
 
 def run_key(config: TrainConfig, world_size: int = 1, *, portable: bool = False) -> str:
-    """The cache key: a hash of every setting that changes what a run computes (and of the
-    number of processes, when several train one run together: their augmentations and BatchNorm
-    statistics differ). Where the data lives is not part of it (a copy's content is checked
-    when it loads). ``portable``: the run bank's key, which also leaves out the device and the
-    precision, so that every machine finds the bank's runs (each entry records its own)."""
+    """The cache key: a hash of every setting that changes what a run computes, of the data it
+    trains on (its checksum: a run trained on one copy of CIFAR-10 is never served for another)
+    and of the number of processes, when several train one run together (their augmentations
+    and BatchNorm statistics differ). Where the data lives is not part of it. ``portable``: the
+    run bank's key, which leaves out the data, the device and the precision, so that every
+    machine finds the bank's runs (each entry records what it was trained on and with)."""
     fields = {"format": RUN_FORMAT, **config.as_dict(), "data_root": None}
     if portable:
         fields["device"] = fields["precision"] = None
     else:  # the precision a run actually uses ("auto" is bf16 on one machine and fp32 on another)
         fields["precision"] = resolve_precision(config.precision, resolve_device(config.device))
+        fields["data"] = cifar10.describe_source(config.data_root)["checksum"]
     if world_size > 1:
         fields["world_size"] = world_size
     payload = json.dumps(fields, sort_keys=True)
@@ -406,6 +435,7 @@ def train_ssl(
     retrain: bool = False,
     use_bank: bool = True,
     out: str | os.PathLike | None = None,
+    overwrite: bool = False,
     progress: bool = True,
     callback: Callable[[int, int], None] | None = None,
     **settings,
@@ -419,13 +449,17 @@ def train_ssl(
     Args:
         config: a ``TrainConfig``; or pass its fields as keyword arguments (``settings``).
         cache: read and write ``$DECORR_CACHE/runs/<key>``. An entry that does not load
-            completely (a damaged file) is trained again and replaced.
+            completely (a damaged file) is trained again and replaced. A cache that cannot be
+            written (read-only, full) only turns caching off, with a warning: the run is returned.
         retrain: train even if the run is cached or in the bank, and replace the cache entry.
         use_bank: serve the run from the bank when it holds it (trained elsewhere, with the data,
             device and precision its ``final["provenance"]`` records). The bank answers a
             request for ``precision="auto"`` or for the precision it was trained in.
         out: also write ``metrics.json``, ``arrays.npz`` and ``model.pt`` to this folder
             (checked before training: it must be a folder that can be written or created).
+            Nothing else in it is touched.
+        overwrite: let ``out`` replace those three files when it holds them already (without it,
+            such a folder is refused before training).
         progress: tqdm progress bars (widgets in JupyterLab); False for silence.
         callback: called as ``callback(steps_done, total_steps)`` after every training step
             (a widget's progress bar); not called for a run loaded from the cache.
@@ -437,7 +471,7 @@ def train_ssl(
         config = TrainConfig(**settings)
     elif settings:
         config = dataclasses.replace(config, **settings)
-    check_runnable(config, out)
+    check_runnable(config, out, overwrite=overwrite)
     world, rank, started_group = _distributed_setup(config)
     try:
         if world > 1 and config.batch_size < 2 * world:
@@ -456,19 +490,15 @@ def train_ssl(
             result = _train(config, progress and rank == 0, callback, world, rank)
             if rank != 0:  # the other processes helped train; process 0 evaluates and saves
                 return result
-            if cache and _save_run(result, run_dir, warn=True):
-                result.path = run_dir
+            if cache:
+                result.path = _save_run(result, run_dir)
     finally:
         if started_group:
             torch.distributed.destroy_process_group()
     if out is not None and rank == 0:  # one writer, also when every process found the run cached
         out = Path(out)
-        if result.path is not None and result.path.resolve() != out.resolve():
-            out.mkdir(parents=True, exist_ok=True)
-            for name in RUN_FILES:
-                shutil.copyfile(result.path / name, out / name)
-        elif result.path is None:
-            _save_run(result, out)
+        if result.path is None or result.path.resolve() != out.resolve():
+            write_run_files(result, out)
         result.path = out
     return result
 
@@ -485,63 +515,141 @@ def cached_run(config: TrainConfig | None = None, *, use_bank: bool = True, **se
     return found
 
 
+# --------------------------------------------------------------------------- the run cache
+#
+# A cached run is a folder runs/<key>/ holding finished versions (v-<16 hex>/, each with the
+# three run files, never changed once written) and the file "current", which names the version
+# to read. A writer writes a new version under a temporary name, renames it, then replaces
+# "current" (one atomic step), so a reader sees the old run or the new one, never neither or a
+# mix of both. Versions that "current" no longer names are removed by later writers once no
+# reader can still be at them.
+
 RUN_FILES = ("metrics.json", "arrays.npz", "model.pt")
+CURRENT = "current"
+_VERSION = re.compile(r"v-[0-9a-f]{16}")
+OLD_VERSIONS_KEPT_SECONDS = 60.0  # a replaced version outlives any read that began before
+
+
+def _current_version(run_dir: Path) -> Path:
+    name = (run_dir / CURRENT).read_text().strip()
+    if not _VERSION.fullmatch(name):
+        raise ValueError(f"{run_dir / CURRENT} names no version ({name[:40]!r})")
+    return run_dir / name
 
 
 def _load(run_dir: Path) -> TrainResult | None:
     """The cached run, or None if there is none or it does not load completely: a run whose
     files are truncated, corrupt or missing is a cache miss (retrained, then replaced)."""
-    if not run_dir.exists():
+    if not os.path.lexists(run_dir / CURRENT):
         return None
-    try:
-        result = load_run(run_dir)
-        torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)  # reads and checks every byte
-    except Exception as err:  # a damaged file can raise almost anything
-        warnings.warn(
-            f"the cached run {run_dir} is damaged ({type(err).__name__}: {err}); it is trained again and replaced",
-            CacheWarning,
-            stacklevel=3,
-        )
-        return None
-    result.from_cache = True
-    return result
+    version = None
+    for attempt in range(3):
+        try:
+            version = _current_version(run_dir)
+            result = load_run(version)
+            torch.load(version / "model.pt", map_location="cpu", weights_only=True)  # reads and checks every byte
+        except Exception as err:  # a damaged file can raise almost anything
+            try:  # a writer replaced the run meanwhile: read the new one
+                if attempt < 2 and _current_version(run_dir) != version:
+                    continue
+            except Exception:
+                pass
+            warnings.warn(
+                f"the cached run {run_dir} is damaged ({type(err).__name__}: {err}); it is trained again and replaced",
+                CacheWarning,
+                stacklevel=3,
+            )
+            return None
+        result.from_cache = True
+        return result
+    return None  # unreachable: the last attempt returns
 
 
 def load_run(path: str | os.PathLike) -> TrainResult:
-    """A run saved by ``train_ssl`` (its cache folder or its ``out`` folder)."""
+    """A run saved by ``train_ssl``: its ``out`` folder, or its folder in the run cache."""
     path = Path(path)
+    if (path / CURRENT).is_file():
+        path = _current_version(path)
     metrics = json.loads((path / "metrics.json").read_text())
     with np.load(path / "arrays.npz") as arrays:
         arrays = dict(arrays)
     return TrainResult(metrics["config"], metrics["history"], metrics["final"], arrays, path=path)
 
 
-def _save_run(result: TrainResult, path: Path, *, warn: bool = False) -> bool:
-    """Write the run folder atomically: a half-written run is never mistaken for a finished one.
-    ``warn``: a folder that cannot be written (a read-only cache) gives a warning, not an error.
-    Returns whether the run was written."""
+def _write_run_file(result: TrainResult, name: str, path: Path) -> None:
+    if name == "metrics.json":
+        path.write_text(json.dumps(result.metrics, indent=1))
+    elif name == "arrays.npz":
+        with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a temporary's name
+            np.savez(f, **result.arrays)
+    else:
+        torch.save(result.state_dict, path)
+
+
+def _save_run(result: TrainResult, run_dir: Path) -> Path | None:
+    """Cache the run as a new version of ``run_dir`` and make it the current one; return the
+    version's folder. A cache that cannot be written (read-only, a full disk: ``torch.save``
+    reports that as a RuntimeError) gives a warning and None: the run itself is not lost."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _atomic.temporary(path.parent, path.name, folder=True)
+        if not run_dir.is_dir():
+            run_dir.mkdir(parents=True)
+            os.chmod(run_dir, _atomic.FOLDER_MODE)  # a classroom shares one cache
+        _atomic.remove_stale(run_dir.parent)  # what killed writers of any run left there
+        tmp = _atomic.temporary(run_dir, "version", folder=True)
+        version = run_dir / f"v-{os.urandom(8).hex()}"
         try:
-            (tmp / "metrics.json").write_text(json.dumps(result.metrics, indent=1))
-            np.savez(tmp / "arrays.npz", **result.arrays)
-            torch.save(result.state_dict, tmp / "model.pt")
-            _atomic.publish(tmp, path)
+            for name in RUN_FILES:
+                _write_run_file(result, name, tmp / name)
+            _atomic.publish(tmp, version)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    except OSError as err:
-        if not warn:
+        try:
+            _atomic.write_file(run_dir / CURRENT, lambda p: p.write_text(version.name + "\n"))
+        except BaseException:
+            shutil.rmtree(version, ignore_errors=True)
             raise
+    except (OSError, RuntimeError) as err:
         warnings.warn(
-            f"the run was not cached: {path.parent} cannot be written ({type(err).__name__}: {err}). "
-            "Set DECORR_CACHE to a writable folder to cache runs.",
+            f"the run was not cached: {run_dir.parent} cannot be written ({type(err).__name__}: {err}). "
+            "Free some space, or set DECORR_CACHE to a writable folder, to cache runs.",
             CacheWarning,
             stacklevel=3,
         )
-        return False
-    return True
+        return None
+    _remove_old_versions(run_dir, keep=version.name)
+    return version
+
+
+def _remove_old_versions(run_dir: Path, keep: str) -> None:
+    """Delete the versions that "current" no longer names, once no reader can be at them."""
+    now = time.time()
+    for path in run_dir.iterdir():
+        try:
+            if (
+                path.name != keep
+                and _VERSION.fullmatch(path.name)
+                and now - path.stat().st_mtime > OLD_VERSIONS_KEPT_SECONDS
+                and _current_version(run_dir).name != path.name
+            ):
+                shutil.rmtree(path)
+        except (OSError, ValueError):
+            pass  # another writer's cleaning, or no permission: a later write tries again
+
+
+def write_run_files(result: TrainResult, out: Path) -> None:
+    """Write the run's three files into ``out`` (created if need be), each atomically, leaving
+    everything else in the folder alone; a symbolic link in the way is replaced, never written
+    through. Copied from the run's folder when it has one (a cached run), else written."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        if result.path is not None:
+            source = result.path / name
+            _atomic.write_file(out / name, lambda p, source=source: shutil.copyfile(source, p))
+        elif name == "model.pt" and result.state_dict is None:
+            raise ValueError("this run has no model weights to write (a run from the run bank)")
+        else:
+            _atomic.write_file(out / name, lambda p, name=name: _write_run_file(result, name, p))
 
 
 # --------------------------------------------------------------------------- the training loop
@@ -564,6 +672,14 @@ def build_loss(config: TrainConfig, distributed: bool = False) -> DecorrelationL
         gather_distributed=distributed,
         measure_all_terms=True,
     )
+
+
+def evaluation_steps(total: int, points: int) -> list[int]:
+    """The steps at which a run of ``total`` steps is evaluated: ``points`` evenly spaced ones
+    after step 0 (every step when there are at least as many points as steps)."""
+    if points >= total:
+        return list(range(total + 1))
+    return sorted({round(i * total / points) for i in range(points + 1)})
 
 
 def _lr_at(step: int, total: int, config: TrainConfig) -> float:
@@ -632,6 +748,7 @@ def _evaluate(model, config, device, bank, queries, calibration, probe_views, pr
     model = recalibrated(model, calibration, device, precision=precision)
     bank_f, _ = embed(model, bank_x, device, precision=precision)
     query_f, query_z = embed(model, query_x, device, precision=precision)
+    check_not_diverged(config, {"the backbone features": bank_f, "the embeddings": query_z})
     spectrum = diagnostics.singular_spectrum(query_z)  # once: the rank and the figure both need it
     report = diagnostics.collapse_report(query_z, spectrum=spectrum)
     scalars = {
@@ -710,19 +827,15 @@ def _train(config: TrainConfig, progress: bool, callback=None, world: int = 1, r
     loss_fn = build_loss(config, distributed=world > 1)
 
     total = config.total_steps(train_x.shape[0])
-    eval_at = sorted({round(i * total / config.eval_points) for i in range(config.eval_points + 1)})
+    eval_at = evaluation_steps(total, config.eval_points)
     per_epoch = max(train_x.shape[0] // config.batch_size, 1)
+
+    def evaluate():
+        check_not_diverged(config, {f"the weights of {name}": p for name, p in model.named_parameters()})
+        return _evaluate(model, config, device, sets.bank, sets.queries, sets.calibration, sets.probe_views, precision)
+
     # process 0 evaluates; the others wait for it at the next collective
-    evaluate = (
-        (
-            lambda: _evaluate(
-                model, config, device, sets.bank, sets.queries, sets.calibration, sets.probe_views, precision
-            )
-        )
-        if rank == 0
-        else None
-    )
-    history = _History(evaluate, per_epoch, eval_at)
+    history = _History(evaluate if rank == 0 else None, per_epoch, eval_at)
     train_seconds, peak_bytes = 0.0, 0
 
     model.train()
@@ -887,6 +1000,17 @@ def _collapse_scalars(report: diagnostics.CollapseReport) -> dict:
 
 
 COLLAPSE_SCALARS = ("effective_rank", "leading_share", "median_std", "min_std", "fraction_below_margin", "verdict")
+
+
+def check_not_diverged(config: TrainConfig, tensors: dict[str, torch.Tensor]) -> None:
+    """Training diverged if an update made the weights, or the embeddings they compute, NaN or
+    Inf (the loss before it was finite): say so, and what to change, before evaluation meets them."""
+    bad = [name for name, t in tensors.items() if not bool(torch.isfinite(t).all())]
+    if bad:
+        raise FloatingPointError(
+            f"training diverged: after the last update {', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''} "
+            f"became NaN or Inf; lower lr (now {config.lr})"
+        )
 
 
 def _final_evaluation(model, config, device, bank, queries, calibration, precision, reuse=None) -> dict:

@@ -336,7 +336,7 @@ def test_no_cache_on_the_command_line_replaces_a_damaged_entry(tiny_run, tmp_pat
         + ["--train-subset", "0"]
     )
     assert cli.main(argv) == 0
-    replaced = json.loads((first.path / "metrics.json").read_text())["final"]
+    replaced = train.load_run(first.path.parent).final  # the run's folder names its new version
     assert {k: replaced[k] for k in ("knn_top1", "linear_probe_top1", "effective_rank")} == {
         k: first.final[k] for k in ("knn_top1", "linear_probe_top1", "effective_rank")
     }
@@ -400,8 +400,9 @@ def test_stale_temporaries_are_removed_by_the_next_write(image_archive, tiny_run
     train.train_ssl(**tiny_run, progress=False)
     assert not dead_run.exists()
     run = next(p for p in runs.iterdir() if not p.name.startswith("."))
-    assert oct(run.stat().st_mode & 0o777) == oct(0o755)  # shared like the dataset caches
-    assert {oct(p.stat().st_mode & 0o777) for p in run.iterdir()} == {oct(0o644)}
+    version = train._current_version(run)
+    assert {oct(p.stat().st_mode & 0o777) for p in (run, version)} == {oct(0o755)}  # shared like the datasets
+    assert {oct(p.stat().st_mode & 0o777) for p in (run / "current", *version.iterdir())} == {oct(0o644)}
 
 
 # --------------------------------------------------------------------------- the command line

@@ -76,7 +76,7 @@ def test_reruns_with_the_same_seed_agree(tiny):
 def test_cache_returns_the_same_run_without_training(tiny, monkeypatch, isolated_cache):
     first = train_ssl(progress=False, **tiny)
     assert not first.from_cache and (first.path / "metrics.json").is_file()
-    assert first.path.parent == isolated_cache / "runs"
+    assert first.path.parent.parent == isolated_cache / "runs"  # runs/<key>/<version>/
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again although the run is cached")

@@ -1,0 +1,191 @@
+"""The run cache and the ``out`` folder (decorr_lite.train): a user's files are never touched, a
+finished run is never lost, a run is never served for other data, and a reader never sees a run
+half replaced."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_split, tiny_run_settings, write_tar, image_members
+
+from decorr_lite import cli, train
+from decorr_lite.data.cifar10 import CacheWarning
+
+
+@pytest.fixture
+def tiny_run(tiny_cifar):
+    return tiny_run_settings(tiny_cifar, dim=8, steps=2, eval_points=1)
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("trained, although the request should have been refused first")
+
+
+# --------------------------------------------------------------------------- out=
+
+
+def test_out_writes_the_run_and_leaves_everything_else_alone(tiny_run, tmp_path):
+    """out= emptied the folder, subfolders included, before writing the run (``--out .`` emptied
+    the working directory)."""
+    out = tmp_path / "mine"
+    (out / "notes").mkdir(parents=True)
+    (out / "notes" / "thesis.tex").write_text("years of work")
+    (out / "data.csv").write_text("1,2,3")
+    for cache in (False, True):  # written anew, and copied from the cache
+        run = train.train_ssl(**tiny_run, cache=cache, out=out, overwrite=True, progress=False)
+        assert (out / "notes" / "thesis.tex").read_text() == "years of work"
+        assert (out / "data.csv").read_text() == "1,2,3"
+        assert run.path == out and train.load_run(out).final == json.loads(json.dumps(run.final))
+    assert sorted(p.name for p in out.iterdir()) == sorted(["notes", "data.csv", *train.RUN_FILES])
+
+
+def test_out_holding_run_files_is_refused_before_training_unless_told_to_overwrite(
+    tiny_run, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "run"
+    first = train.train_ssl(**tiny_run, cache=False, out=out, progress=False)
+    before = {name: (out / name).read_bytes() for name in train.RUN_FILES}
+    trains = train._train
+    monkeypatch.setattr(train, "_train", _no_training)
+    other = {**tiny_run, "seed": 1}
+    with pytest.raises(ValueError, match=r"out=.*already holds metrics\.json, arrays\.npz, model\.pt.*overwrite=True"):
+        train.train_ssl(**other, out=out, progress=False)
+    flags = [x for k, v in other.items() if v is not None for x in (f"--{k.replace('_', '-')}", str(v))]
+    assert cli.main(["train", "--quiet", *flags, "--train-subset", "0", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert {name: (out / name).read_bytes() for name in train.RUN_FILES} == before
+    monkeypatch.setattr(train, "_train", trains)
+    replaced = train.train_ssl(**other, out=out, overwrite=True, cache=False, progress=False)
+    assert train.load_run(out).config["seed"] == 1 != first.config["seed"]
+    assert replaced.path == out
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_out_replaces_a_planted_link_and_never_writes_through_it(tiny_run, tmp_path, cached):
+    """A cached run was copied to out with shutil.copyfile, which wrote through a symbolic link
+    planted there (out/metrics.json -> another file) and overwrote its target."""
+    if cached:
+        train.train_ssl(**tiny_run, progress=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    for name in train.RUN_FILES:
+        (out / name).symlink_to(victim)
+    train.train_ssl(**tiny_run, cache=cached, out=out, overwrite=True, progress=False)
+    assert victim.read_text() == "precious"
+    assert not any((out / name).is_symlink() for name in train.RUN_FILES)
+    train.load_run(out)
+
+
+# --------------------------------------------------------------------------- a full disk
+
+
+def test_a_full_disk_while_caching_keeps_the_run(tiny_run, tmp_path, monkeypatch, isolated_cache):
+    """torch.save reports a full disk as a RuntimeError, which was not caught: the trained run
+    was lost with exit 1. Now the cache is skipped with a warning, the run is returned and out
+    is written; nothing half-written stays in the cache."""
+    real_save = torch.save
+
+    def disk_full_in_the_cache(obj, f, *args, **kwargs):
+        if str(isolated_cache) in str(f):
+            with open(f, "wb") as handle:
+                handle.write(b"PK\x03\x04 half")
+            raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/3: file write failed")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_full_in_the_cache)
+    out = tmp_path / "out"
+    with pytest.warns(CacheWarning, match="the run was not cached.*RuntimeError.*Free some space"):
+        run = train.train_ssl(**tiny_run, out=out, progress=False)
+    assert np.isfinite(run.final["knn_top1"]) and run.path == out
+    assert train.load_run(out).final["knn_top1"] == run.final["knn_top1"]
+    torch.load(out / "model.pt", weights_only=True)
+    leftovers = [p for p in (isolated_cache / "runs").rglob("*") if p.is_file()]
+    assert leftovers == []
+    monkeypatch.setattr(torch, "save", real_save)
+    assert train.cached_run(**tiny_run) is None  # nothing was cached, so nothing damaged is served
+
+
+# --------------------------------------------------------------------------- the data's identity
+
+
+def test_a_run_is_never_served_for_other_data(tiny_run, tmp_path):
+    """The cache key left the data out: a run requested on dataset B (all images black) was
+    answered from the cached run of dataset A."""
+    black = tmp_path / "black"
+    black.mkdir()
+    splits = {split: make_split(split, 10 + i) for i, split in enumerate(("train", "test"))}
+    splits = {split: (np.zeros_like(x), y) for split, (x, y) in splits.items()}
+    write_tar(black / "cifar10-black.tar.gz", image_members(splits))
+    on_a = train.train_ssl(**tiny_run, progress=False)
+    assert train.cached_run(**tiny_run) is not None
+    assert train.cached_run(**{**tiny_run, "data_root": str(black)}) is None
+    on_b = train.train_ssl(**{**tiny_run, "data_root": str(black)}, progress=False)
+    assert not on_b.from_cache
+    assert on_b.final["provenance"]["data"]["checksum"] != on_a.final["provenance"]["data"]["checksum"]
+    assert on_b.final["median_std"] == 0.0 < on_a.final["median_std"]  # black images: nothing to spread
+    assert train.cached_run(**{**tiny_run, "data_root": str(black)}).final == json.loads(json.dumps(on_b.final))
+
+
+# --------------------------------------------------------------------------- replacing a cached run
+
+
+def _marked_run(mark: int) -> train.TrainResult:
+    """A small run whose every file says which writer wrote it."""
+    return train.TrainResult(
+        config={"mark": mark},
+        history=[{"mark": mark}],
+        final={"mark": mark},
+        arrays={"mark": np.full(20_000, mark)},  # large enough that a write takes a while
+        state_dict={"mark": torch.full((20_000,), float(mark))},
+    )
+
+
+def _keep_replacing(run_dir: str, mark: int, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a write that fails is a failure of the test
+        while time.monotonic() < end:
+            assert train._save_run(_marked_run(mark), train.Path(run_dir)) is not None
+
+
+def test_a_reader_sees_the_old_run_or_the_new_one_never_neither_or_both(isolated_cache):
+    """Replacing a cached run deleted the old folder, then renamed the new one: readers got
+    "damaged" reads (each a retrain) and reads that mixed two runs' files; writers got
+    "cannot be written (Directory not empty)"."""
+    run_dir = isolated_cache / "runs" / "0123456789abcdef"
+    assert train._save_run(_marked_run(0), run_dir) is not None
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_keep_replacing, args=(str(run_dir), mark, 3.0)) for mark in (1, 2)]
+    for writer in writers:
+        writer.start()
+    reads, seen = 0, set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a "damaged" warning fails the test
+        while any(w.is_alive() for w in writers):
+            run = train._load(run_dir)
+            assert run is not None
+            mark = run.final["mark"]
+            assert run.config["mark"] == run.history[0]["mark"] == mark
+            assert (run.arrays["mark"] == mark).all()
+            assert (torch.load(run.path / "model.pt", weights_only=True)["mark"] == mark).all()
+            reads += 1
+            seen.add(mark)
+    assert [w.exitcode for w in writers] == [0, 0]
+    assert reads > 20 and seen & {1, 2}
+    current = train._current_version(run_dir)
+    # replaced versions go once no reader can be at them; only recent ones and the current stay
+    os.utime(current, (time.time() - 3600,) * 2)
+    for path in run_dir.iterdir():
+        if path != current:
+            os.utime(path, (time.time() - 3600,) * 2)
+    assert train._save_run(_marked_run(3), run_dir) is not None
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(["current", train._current_version(run_dir).name])

@@ -1,0 +1,73 @@
+"""TrainConfig checks every setting before any data is read, and a diverged run says so."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from conftest import tiny_run_settings
+
+from decorr_lite import cli, train
+from decorr_lite.train import TrainConfig, run_key
+
+BAD_FLAGS = [
+    # these trained the whole run and then died in the linear probe, in numpy or in torch
+    (["--seed", "-1"], "seed must be in [0, 2**32 - 1]"),
+    (["--seed", "-7"], "seed must be in [0, 2**32 - 1]"),
+    (["--seed", str(2**64)], "seed must be in [0, 2**32 - 1]"),
+    (["--seed", str(2**32)], "seed must be in [0, 2**32 - 1]"),
+    # this hung building the evaluation schedule
+    (["--eval-points", str(10**9)], "eval_points must be at most 1000"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
+def test_out_of_range_settings_fail_at_once_with_exit_2(flags, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("DECORR_DATA", str(tmp_path / "no-data-here"))
+    started = time.perf_counter()
+    assert cli.main(["train", "--quiet", *flags]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and message in error, error
+    assert time.perf_counter() - started < 2
+
+
+def test_the_largest_seed_is_accepted():
+    assert TrainConfig(seed=2**32 - 1).seed == 2**32 - 1
+
+
+def test_numpy_scalars_from_a_sweep_are_plain_numbers_and_give_the_same_key():
+    """np.int64 was accepted and failed later in run_key ("not JSON serializable", no field named)."""
+    plain = TrainConfig(seed=3, steps=10, dim=64, lr=1e-3, std_coeff=0.0)
+    swept = TrainConfig(
+        seed=np.int64(3), steps=np.int32(10), dim=np.uint16(64), lr=np.float64(1e-3), std_coeff=np.float64(0)
+    )
+    assert type(swept.seed) is int and type(swept.steps) is int and type(swept.std_coeff) is float
+    assert run_key(swept) == run_key(plain)
+    assert type(TrainConfig(lr=np.float32(0.5)).lr) is float
+
+
+@pytest.mark.parametrize(
+    "field, value, error",
+    [("seed", 1.5, TypeError), ("seed", "3", TypeError), ("seed", True, TypeError), ("steps", np.float64(2.5), TypeError)],
+)
+def test_a_seed_or_count_of_the_wrong_kind_is_refused(field, value, error):
+    with pytest.raises(error, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_more_evaluation_points_than_steps_evaluates_every_step():
+    assert train.evaluation_steps(3, 1000) == [0, 1, 2, 3]
+    assert train.evaluation_steps(0, 6) == [0]
+    assert train.evaluation_steps(300, 6) == [0, 50, 100, 150, 200, 250, 300]
+    # the same schedule as the set of rounded fractions whenever the latter is defined
+    for total in range(0, 40):
+        for points in range(1, 50):
+            assert train.evaluation_steps(total, points) == sorted({round(i * total / points) for i in range(points + 1)})
+
+
+def test_a_diverged_run_says_so_and_what_to_change(tiny_cifar):
+    """With lr=1e18 the only update made the model's outputs non-finite, and evaluation then
+    said "z contains NaN or Inf ... pass check_finite=False", which a train_ssl user cannot act on."""
+    with pytest.raises(FloatingPointError, match=r"training diverged.*lower lr \(now 1e\+18\)"):
+        train.train_ssl(**tiny_run_settings(tiny_cifar, lr=1e18, steps=1, eval_points=1), cache=False, progress=False)
