@@ -13,8 +13,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import make_split, tiny_run_settings, write_tar, image_members
 
+from conftest import image_members, make_split, tiny_run_settings, write_tar
 from decorr_lite import cli, train
 from decorr_lite.data.cifar10 import CacheWarning
 
@@ -98,7 +98,9 @@ def test_a_full_disk_while_caching_keeps_the_run(tiny_run, tmp_path, monkeypatch
         if str(isolated_cache) in str(f):
             with open(f, "wb") as handle:
                 handle.write(b"PK\x03\x04 half")
-            raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/3: file write failed")
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/3: file write failed"
+            )
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", disk_full_in_the_cache)

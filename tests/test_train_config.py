@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import tiny_run_settings
 
+from conftest import tiny_run_settings
 from decorr_lite import cli, train
 from decorr_lite.train import TrainConfig, run_key
 
@@ -49,7 +49,12 @@ def test_numpy_scalars_from_a_sweep_are_plain_numbers_and_give_the_same_key():
 
 @pytest.mark.parametrize(
     "field, value, error",
-    [("seed", 1.5, TypeError), ("seed", "3", TypeError), ("seed", True, TypeError), ("steps", np.float64(2.5), TypeError)],
+    [
+        ("seed", 1.5, TypeError),
+        ("seed", "3", TypeError),
+        ("seed", True, TypeError),
+        ("steps", np.float64(2.5), TypeError),
+    ],
 )
 def test_a_seed_or_count_of_the_wrong_kind_is_refused(field, value, error):
     with pytest.raises(error, match=field):
@@ -63,7 +68,9 @@ def test_more_evaluation_points_than_steps_evaluates_every_step():
     # the same schedule as the set of rounded fractions whenever the latter is defined
     for total in range(0, 40):
         for points in range(1, 50):
-            assert train.evaluation_steps(total, points) == sorted({round(i * total / points) for i in range(points + 1)})
+            assert train.evaluation_steps(total, points) == sorted(
+                {round(i * total / points) for i in range(points + 1)}
+            )
 
 
 def test_a_diverged_run_says_so_and_what_to_change(tiny_cifar):
