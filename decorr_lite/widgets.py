@@ -30,13 +30,16 @@ def term_widgets(
     terms: dict[str, tuple[str, float]], weights: dict[str, float] | None = None, width: str | None = None
 ):
     """A checkbox (on/off) and a log-scale weight slider (two decades below the weight, one
-    above; applied on release) per term of ``term_controls``; ``weights`` replaces the defaults."""
+    above; applied on release) per term of ``term_controls``; ``weights`` replaces the defaults
+    (a weight of 0, which a log scale cannot show, leaves the slider at the term's default)."""
     import ipywidgets as W
 
     checkboxes = {k: W.Checkbox(value=True, description=label, indent=False) for k, (label, _) in terms.items()}
     sliders = {}
     for k, (_, default) in terms.items():
         value = (weights or {}).get(k, default)
+        if not (math.isfinite(value) and value > 0):
+            value = default
         sliders[k] = W.FloatLogSlider(value=value, base=10, min=math.log10(value) - 2, max=math.log10(value) + 1,
                                       step=0.1, description="weight", continuous_update=False, readout_format=".3g",
                                       **({"layout": W.Layout(width=width)} if width else {}))  # fmt: skip
@@ -220,10 +223,12 @@ class TrainPanel:
     the run bank (every checkbox combination at the default weights and d) is drawn as soon as it
     is chosen. Any other setting waits for "Train", which trains it in a background thread: the
     kernel stays free for other cells, the progress bar advances, "Cancel" stops the run (nothing
-    is cached), an error is shown in the panel, and the figure is drawn when the run ends. One
-    run trains at a time per panel; ``panel.join()`` waits for it (scripts and tests). With
-    ``prefetch`` (the default), a background thread draws every checkbox combination that is
-    ready, so that choosing one shows it at once.
+    is cached, also when pressed during its final evaluation), an error is shown in the panel,
+    and the figure is drawn when the run ends. One run trains at a time per panel; a setting
+    chosen meanwhile is offered for training once it ends; ``panel.join()`` waits for it
+    (scripts and tests). With ``prefetch`` (the default), every checkbox combination that is
+    ready is drawn ahead, one at a time between the student's own requests, which come first,
+    so that choosing one shows it at once. A term that ``settings`` weigh 0 starts switched off.
 
     ``settings`` are the ``TrainConfig`` fields shared by every run of the panel (budget, d, ...).
     """
@@ -239,15 +244,23 @@ class TrainPanel:
         step_slider: bool = False,
         prefetch: bool = True,
     ) -> None:
+        import collections
         import threading
 
         import ipywidgets as W
 
         terms = term_controls(loss)  # a clear error for an unknown loss
         self.loss, self.draw, self.settings = loss, draw, dict(settings or {})
-        # a term's weight when on: the settings' (quick mode sets its own lambd), else the loss's default
-        self.defaults = {k: float(self.settings.get(k, default)) for k, (_, default) in terms.items()}
+        given = {k: float(self.settings[k]) for k in terms if k in self.settings}
+        for k, weight in given.items():
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"{k} must be a finite number >= 0, got {self.settings[k]!r}")
+        # a term's weight when on: the settings' (quick mode sets its own lambd), else the loss's
+        # default; a term the settings weigh 0 starts switched off, its slider at the default
+        self.defaults = {k: given.get(k) or default for k, (_, default) in terms.items()}
         self.checkboxes, self.sliders = term_widgets(terms, self.defaults, width="300px")
+        for k, weight in given.items():
+            self.checkboxes[k].value = weight > 0
         dim = int(self.settings.get("dim", 1024))
         self.dim = W.Dropdown(
             options=sorted({*self.DIMS, dim}), value=dim, description="d", layout=W.Layout(width="160px")
@@ -283,7 +296,12 @@ class TrainPanel:
         self._images: dict[tuple, tuple] = {}  # (run key, evaluation point) -> (figure, PNG output)
         self._syncing = False
         self._thread: threading.Thread | None = None
+        self._active: threading.Thread | None = None  # the run's thread, from Train until its end is shown
+        self._active_config = None  # the setting it trains
         self._cancel = threading.Event()
+        self._ahead: collections.deque = collections.deque()  # (run, evaluation point) that _prefetch found
+        self._ahead_lock = threading.Lock()
+        self._drawing_ahead = False  # a _draw_ahead call is scheduled on the main thread
         for control in [*self.checkboxes.values(), *self.sliders.values(), self.dim]:
             control.observe(self.update, names="value")
         if self.step is not None:
@@ -314,8 +332,8 @@ class TrainPanel:
 
     @property
     def training(self) -> bool:
-        """Whether a run of this panel is training now."""
-        return self._thread is not None and self._thread.is_alive()
+        """Whether a run of this panel is training now (from "Train" until its end is shown)."""
+        return self._active is not None
 
     def config(self):
         from .train import TrainConfig
@@ -371,12 +389,21 @@ class TrainPanel:
         self.cancel_button.disabled = False
         self.progress.value = 0
         self.status.value = f"<small>{self._describe(config)} &mdash; training in the background&hellip;</small>"
-        self._thread = threading.Thread(target=self._train, args=(config,), daemon=True, name="TrainPanel")
+        self._active_config = config
+        self._thread = self._active = threading.Thread(
+            target=self._train, args=(config,), daemon=True, name="TrainPanel"
+        )
         self._thread.start()
 
     def cancel(self, button=None) -> None:
-        """Stop the run that is training (it stops after its current step; nothing is cached)."""
+        """Stop the run that is training: it stops after its current step, or, pressed during
+        its final evaluation, when that ends; either way nothing is cached or shown."""
+        if not self.training:
+            return
         self._cancel.set()
+        self.status.value = (
+            f"<small>{self._describe(self._active_config)} &mdash; cancelling&hellip; (nothing will be cached)</small>"
+        )
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the run training now (if any) has ended, and re-raise its error."""
@@ -386,7 +413,10 @@ class TrainPanel:
             raise self.error
 
     def _train(self, config) -> None:
-        from .train import run_key, train_ssl
+        """The run's thread: train, then hand the outcome to ``_finished`` on the main thread."""
+        import threading
+
+        from .train import train_ssl
 
         t0 = time.perf_counter()
 
@@ -396,31 +426,43 @@ class TrainPanel:
             self.progress.max = max(total, 1)
             self.progress.value = done
 
+        result = error = None
         try:
             result = train_ssl(config, progress=False, callback=tick)
-        except BaseException as error:  # shown in the panel: a thread's exception is otherwise lost
-            self.error = error
-            what = "cancelled: nothing was cached" if isinstance(error, TrainingCancelled) else "training failed"
-            self.status.value = (
-                f"<small>{self._describe(config)} &mdash; {what} ({type(error).__name__}: {error})</small>"
-            )
-            self.progress.value = 0
-            self.train_button.disabled = run_key(self.config()) in self._memo
-            return
-        finally:
-            self.cancel_button.disabled = True
-        on_main_thread(self._finished, config, result, time.perf_counter() - t0)
+            if self._cancel.is_set():  # pressed after the last step, during the final evaluation
+                _discard(result)
+                result = None
+                raise TrainingCancelled("cancelled during the final evaluation")
+        except BaseException as caught:  # shown in the panel: a thread's exception is otherwise lost
+            self.error = error = caught
+        on_main_thread(self._finished, threading.current_thread(), config, result, error, time.perf_counter() - t0)
 
-    def _finished(self, config, result, seconds: float) -> None:
-        """A training run has ended: keep it, and draw it if it is still the chosen setting."""
+    def _finished(self, thread, config, result, error: BaseException | None, seconds: float) -> None:
+        """A training run has ended: keep it and draw it if it is still the chosen setting, else
+        show the chosen one; or say why it failed. Cancel counts until this point: a run
+        cancelled after ``train_ssl`` returned is discarded here."""
         from .train import run_key
 
-        self.trained += not result.from_cache
-        self._memo[run_key(config)] = result
-        if run_key(self.config()) == run_key(config):
-            self._show(result, seconds=seconds)
-        else:
-            self.update()
+        if thread is not self._active:  # not the panel's run (cannot happen: one run at a time)
+            return
+        self._active = None
+        self.cancel_button.disabled = True
+        if error is None and self._cancel.is_set():
+            _discard(result)
+            error = self.error = TrainingCancelled("cancelled before the run was shown")
+        chosen = run_key(self.config()) == run_key(config)
+        if error is None:
+            self.trained += not result.from_cache
+            self._memo[run_key(config)] = result
+            if chosen:
+                self._show(result, seconds=seconds)
+            else:
+                self.update()
+            return
+        self.update()  # the chosen setting, now that nothing trains: its run, or the Train button
+        what = "cancelled: nothing was cached" if isinstance(error, TrainingCancelled) else "training failed"
+        note = f"<small>{self._describe(config)} &mdash; {what} ({type(error).__name__}: {error})</small>"
+        self.status.value = note if chosen else f"{self.status.value}<br>{note}"
 
     def _show(self, result, seconds: float | None = None) -> None:
         self.result = result
@@ -474,9 +516,11 @@ class TrainPanel:
         return self._images[key]
 
     def _prefetch(self) -> None:
-        """Draw every checkbox combination the run bank or the run cache holds, in a background
-        thread, so that the first visit to each is as quick as a return to it (drawing one of
-        these figures takes a fraction of a second, longer on a slow machine)."""
+        """Draw every checkbox combination the run bank or the run cache holds, so that the first
+        visit to each is as quick as a return to it (drawing one of these figures takes a
+        fraction of a second, longer on a slow machine). In a kernel this loads the runs in a
+        background thread and ``_draw_ahead`` draws them on the main thread one at a time, after
+        whatever the student asked for in between."""
         import itertools
 
         from .train import TrainConfig, cached_run
@@ -485,11 +529,59 @@ class TrainPanel:
         for on in itertools.product((True, False), repeat=len(self.checkboxes)):
             weights = {k: (self.defaults[k] if o else 0.0) for k, o in zip(self.checkboxes, on)}
             found = cached_run(TrainConfig(**{**base, **weights}))
-            if found is not None:
-                on_main_thread(self._render, found, None if self.step is None else len(found.history) - 1)
+            if found is None:
+                continue
+            with self._ahead_lock:
+                self._ahead.append((found, None if self.step is None else len(found.history) - 1))
+                if self._drawing_ahead:  # the scheduled _draw_ahead will come to it
+                    continue
+                self._drawing_ahead = True
+            on_main_thread(self._draw_ahead)
+
+    def _draw_ahead(self) -> None:
+        """Draw the next run that ``_prefetch`` found (on the main thread). In a kernel, only one,
+        then this call goes to the back of the kernel's queue: a control the student moves
+        meanwhile is handled, and its figure drawn, before the next prefetched one, instead of
+        waiting for all of them. Outside a kernel, all of them at once."""
+        from .train import run_key
+
+        loop = _kernel_loop()
+        while True:
+            with self._ahead_lock:
+                if not self._ahead:
+                    self._drawing_ahead = False
+                    return
+                result, at = self._ahead.popleft()
+            try:
+                key = run_key(_config_of(result))
+                self._memo.setdefault(key, result)
+                if (key, at) in self._images:  # the student has chosen it already
+                    continue
+                self._render(result, at)
+            except Exception:  # drawn again, and the error shown, when the student chooses it
+                pass
+            if loop is not None:
+                loop.add_callback(self._draw_ahead)
+                return
 
 
 def _config_of(result):
     from .train import TrainConfig
 
     return TrainConfig(**result.config)
+
+
+def _discard(result) -> None:
+    """Remove the cache entry that ``train_ssl`` wrote for ``result``, a run cancelled after its
+    last step. A run that was found cached (or in the run bank) was not written by this run: it
+    stays, and so does any folder outside the run cache."""
+    import shutil
+    from pathlib import Path
+
+    from .paths import cache_dir
+
+    if result is None or result.from_cache or result.from_bank or result.path is None:
+        return
+    path = Path(result.path).resolve()
+    if cache_dir().resolve() in path.parents:
+        shutil.rmtree(path, ignore_errors=True)
