@@ -15,24 +15,51 @@ precision other than the one an entry was trained in does not get it).
 
 ``python -m decorr_lite bank --check`` (and a test) says which entries are stale: trained by code
 whose run format or key no longer matches what the current code computes for the entry's
-configuration, so that a change to training cannot leave the notebooks showing old runs.
+configuration, so that a change to training cannot leave the notebooks showing old runs; or
+whose arrays disagree with their history and configuration (what a figure draws must be what
+the run measured).
+
+An entry ``NAME`` is two files: ``NAME.json`` (the metrics, and the name of the arrays' file)
+and ``NAME-<12 hex digits>.npz``, named by the first digits of its sha256. A rebuild writes the
+new arrays under their own name, then the json that names them (each atomically), then removes
+the entry's older arrays: a reader, which reads the json and then the file it names, sees
+either the old pair or the new one, never half of each.
+
+Each entry records the data it was trained on (``final["provenance"]["data"]``). When the bank
+serves a run to someone whose copy of CIFAR-10 is another one (another checksum), it says so
+once per entry and process, with a ``BankDataWarning``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import itertools
 import json
 import os
+import re
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from . import _atomic
+from . import _atomic, diagnostics
 from .losses import loss_spec
+from .paths import data_dir
 from .train import RUN_FORMAT, TrainConfig, TrainResult, classroom_settings, run_key, train_ssl
 
 REBUILD = "python -m decorr_lite bank"  # the command that (re)builds entries: append --only NAME
+DIGEST_CHARS = 12  # hex digits of the arrays' sha256 in their file name
+# Scalars of the history that the arrays recompute, at float32 precision (the arrays are
+# stored in float32, the history in float64): a few units in the last place of a float32.
+FLOAT32_RTOL = 8 * float(np.finfo(np.float32).eps)
+ARRAYS = ("eval_steps", "spectrum", "std_per_dim", "covariance", "cross_correlation")
+
+
+class BankDataWarning(UserWarning):
+    """The run bank served a run trained on another copy of CIFAR-10 than the user's."""
 
 
 def bank_dir() -> Path:
@@ -94,13 +121,56 @@ def read_index(folder: Path | None = None) -> dict:
 
 
 def lookup(config: TrainConfig, folder: Path | None = None) -> TrainResult | None:
-    """The bank's run of ``config``, or None if the bank does not hold it."""
+    """The bank's run of ``config``, or None if the bank does not hold it.
+
+    When the user has a copy of CIFAR-10 (``config.data_root``) that is not the one the entry
+    was trained on, a ``BankDataWarning`` says so, once per entry (and data folder) per process."""
     folder = folder or bank_dir()
     key = run_key(config, portable=True)
     for name, entry in read_index(folder).get("entries", {}).items():
         if entry["key"] == key and config.precision in ("auto", entry["precision"]):
-            return load_entry(name, folder)
+            run, stored, _ = _load_with_key(name, folder)
+            if stored != key:  # rebuilt with another configuration since the index was read
+                return None
+            _warn_if_trained_on_other_data(name, run, config)
+            return run
     return None
+
+
+_DATA_COMPARED: set[tuple[str, str]] = set()  # (entry, data folder): compared once per process
+
+
+def _warn_if_trained_on_other_data(name: str, run: TrainResult, config: TrainConfig) -> None:
+    """Warn when the user's CIFAR-10 copy is not the one ``run`` was trained on. Without data
+    (or with data that cannot be identified) there is nothing to compare, and nothing is said."""
+    where = (name, str(data_dir(config.data_root)))
+    if where in _DATA_COMPARED:
+        return
+    from .data import cifar10
+
+    try:
+        mine = cifar10.describe_source(config.data_root)  # hashes an archive once per file version
+    except (OSError, ValueError):  # a corrupt or unreadable copy: training on it would say so
+        return
+    if mine["checksum"] is None:
+        return  # no data here (yet): compared when there is some
+    _DATA_COMPARED.add(where)
+    theirs = run.final.get("provenance", {}).get("data") or {}
+    if theirs.get("checksum") == mine["checksum"]:
+        return
+    warnings.warn(
+        f"the run bank's entry {name!r} was trained on {_describe_data(theirs)}, not on your copy of "
+        f"CIFAR-10, {_describe_data(mine)}: its numbers are those of that data. Train on yours with "
+        "use_bank=False (python -m decorr_lite train --no-bank).",
+        BankDataWarning,
+        stacklevel=4,  # the caller of train_ssl / cached_run
+    )
+
+
+def _describe_data(data: dict) -> str:
+    if not data.get("checksum"):
+        return "unrecorded data"
+    return f"{data.get('name')} ({data.get('kind')}, {data['checksum']})"
 
 
 def load_entry(name: str, folder: Path | None = None) -> TrainResult:
@@ -108,14 +178,41 @@ def load_entry(name: str, folder: Path | None = None) -> TrainResult:
     return _load_with_key(name, folder or bank_dir())[0]
 
 
-def _load_with_key(name: str, folder: Path) -> tuple[TrainResult, str]:
-    """The entry and the key it was stored under, from one read of its files."""
-    metrics = json.loads((folder / f"{name}.json").read_text())
-    with np.load(folder / f"{name}.npz") as arrays:
+def _arrays_file(name: str, metrics: dict) -> str:
+    """The file name of an entry's arrays, as its json names them (``NAME.npz`` for an entry
+    written before arrays were named by their digest)."""
+    return metrics.get("arrays", f"{name}.npz")
+
+
+def _arrays_digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()[:DIGEST_CHARS]
+
+
+def _load_with_key(name: str, folder: Path) -> tuple[TrainResult, str, str]:
+    """The entry, the key it was stored under and its arrays' file name, read as its json, then
+    the arrays that the json names (checked against the digest in their name). If a rebuild
+    removed those arrays in between, the json is read again (once): it names the new ones."""
+    for attempt in range(2):
+        metrics = json.loads((folder / f"{name}.json").read_text())
+        file = _arrays_file(name, metrics)
+        try:
+            raw = (folder / file).read_bytes()
+            break
+        except FileNotFoundError:
+            if attempt or "arrays" not in metrics:
+                raise
+    if "arrays" in metrics and file != f"{name}-{_arrays_digest(raw)}.npz":
+        raise ValueError(
+            f"{folder / file} does not hold the arrays {name}.json names (its sha256 begins "
+            f"{_arrays_digest(raw)}): the entry is damaged"
+        )
+    with np.load(io.BytesIO(raw)) as arrays:
         arrays = dict(arrays)
-    return TrainResult(
-        metrics["config"], metrics["history"], metrics["final"], arrays, from_cache=True, from_bank=True
-    ), metrics["key"]
+    return (
+        TrainResult(metrics["config"], metrics["history"], metrics["final"], arrays, from_cache=True, from_bank=True),
+        metrics["key"],
+        file,
+    )
 
 
 def _compact(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -124,24 +221,26 @@ def _compact(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def save_entry(name: str, run: TrainResult, folder: Path | None = None) -> None:
-    """Write one entry (its json, then its arrays, each atomically) and record it in the index."""
+    """Write one entry and record it in the index: its arrays under a new name (their digest),
+    then its json naming them, each atomically; then remove the entry's older arrays. A reader
+    sees the old entry or the new one, never the old json with the new arrays."""
     folder = folder or bank_dir()
     folder.mkdir(parents=True, exist_ok=True)
     config = TrainConfig(**run.config)
-    metrics = {"key": run_key(config, portable=True), **run.metrics}
-
-    def write_arrays(path: Path) -> None:
-        with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a temporary's name
-            np.savez_compressed(f, **_compact(run.arrays))
-
-    for suffix, write in ((".npz", write_arrays), (".json", lambda f: f.write_text(json.dumps(metrics, indent=1)))):
-        tmp = _atomic.temporary(folder, name + suffix)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **_compact(run.arrays))
+    raw = buffer.getvalue()
+    arrays_file = f"{name}-{_arrays_digest(raw)}.npz"
+    metrics = {"key": run_key(config, portable=True), "arrays": arrays_file, **run.metrics}
+    _write_atomically(folder, arrays_file, raw)
+    _write_atomically(folder, f"{name}.json", json.dumps(metrics, indent=1).encode())
+    # another writer of the same entry may have published its json since: keep what that names
+    keep = {arrays_file, _arrays_file(name, json.loads((folder / f"{name}.json").read_text()))}
+    for old in _arrays_files_of(name, folder) - keep:
         try:
-            write(tmp)
-            _atomic.publish(tmp, folder / (name + suffix))
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            (folder / old).unlink()
+        except FileNotFoundError:
+            pass  # another writer of the same entry removed it
     index = read_index(folder)
     index["run_format"] = RUN_FORMAT
     index["entries"][name] = {
@@ -150,14 +249,32 @@ def save_entry(name: str, run: TrainResult, folder: Path | None = None) -> None:
         "seconds": round(run.final["seconds"], 1),
     }
     index["entries"] = dict(sorted(index["entries"].items()))
-    tmp = _atomic.temporary(folder, "index.json")
-    tmp.write_text(json.dumps(index, indent=1) + "\n")
-    _atomic.publish(tmp, _index_path(folder))
+    _write_atomically(folder, "index.json", (json.dumps(index, indent=1) + "\n").encode())
+
+
+def _write_atomically(folder: Path, name: str, data: bytes) -> None:
+    """``folder / name`` holds ``data`` whole, or is as it was: a temporary renamed into place."""
+    tmp = _atomic.temporary(folder, name)
+    try:
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o644)  # readable by everyone, as the package's other files
+        os.replace(tmp, folder / name)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _arrays_files_of(name: str, folder: Path) -> set[str]:
+    """The arrays' files of entry ``name`` in ``folder``: ``NAME-<digest>.npz``, and ``NAME.npz``
+    of the layout before digests."""
+    pattern = re.compile(re.escape(name) + rf"(-[0-9a-f]{{{DIGEST_CHARS}}})?\.npz")
+    return {p.name for p in folder.iterdir() if pattern.fullmatch(p.name)}
 
 
 def check(folder: Path | None = None) -> list[str]:
     """What is wrong with the bank, one line per entry, each with the command that fixes it
-    (an empty list: every entry is there and matches what the current code computes)."""
+    (an empty list: every entry is there, matches what the current code computes, and its
+    arrays agree with its history)."""
     folder = folder or bank_dir()
     problems = []
     index = read_index(folder).get("entries", {})
@@ -167,7 +284,7 @@ def check(folder: Path | None = None) -> list[str]:
             problems.append(f"{name}: missing from the bank; {fix}")
             continue
         try:
-            run, stored = _load_with_key(name, folder)
+            run, stored, arrays_file = _load_with_key(name, folder)
         except (OSError, ValueError, KeyError) as err:
             problems.append(f"{name}: does not load ({type(err).__name__}: {err}); {fix}")
             continue
@@ -180,11 +297,64 @@ def check(folder: Path | None = None) -> list[str]:
             problems.append(f"{name}: its configuration differs from the current one in {', '.join(changed)}; {fix}")
         elif stored != run_key(expected, portable=True) or index[name]["key"] != stored:
             problems.append(f"{name}: its key is not the one the current code computes for its configuration; {fix}")
+        elif disagreements := arrays_disagreements(run):
+            problems.append(f"{name}: its arrays do not match its history: {'; '.join(disagreements)}; {fix}")
+        elif arrays_file == f"{name}.npz":
+            problems.append(f"{name}: its arrays' file is not named by their digest (an older layout); {fix}")
     for name in sorted(set(index) - set(bank_runs())):
+        files = ", ".join(sorted({f"{name}.json", *_arrays_files_of(name, folder)}))
         problems.append(
-            f"{name}: no longer a bank entry (not in bank_runs()); delete {name}.json and {name}.npz "
-            f"or rebuild the bank: {REBUILD}"
+            f"{name}: no longer a bank entry (not in bank_runs()); delete {files} or rebuild the bank: {REBUILD}"
         )
+    return problems
+
+
+def arrays_disagreements(run: TrainResult) -> list[str]:
+    """Where a run's arrays disagree with its history and configuration (an empty list: they
+    agree): the evaluation steps, the arrays' shapes, and the history's scalars that the arrays
+    recompute (median and smallest per-dimension std, effective rank and leading share of the
+    spectrum) at every evaluation point, to float32 precision. Arrays swapped from another run
+    or another rebuild disagree."""
+    config, history, arrays = run.config, run.history, run.arrays
+    missing = [k for k in ARRAYS if k not in arrays]
+    if missing:
+        return [f"no {', '.join(missing)}"]
+    steps = [int(h["step"]) for h in history]
+    if [int(s) for s in np.ravel(arrays["eval_steps"])] != steps:
+        return [f"eval_steps are {np.ravel(arrays['eval_steps']).tolist()}, the history's steps {steps}"]
+    n, d = len(steps), config["dim"]
+    m = min(config["matrix_dims"], d)
+    problems = []
+    expected = {"std_per_dim": (n, d), "covariance": (n, m, m), "cross_correlation": (n, m, m)}
+    for key, shape in expected.items():
+        if arrays[key].shape != shape:
+            problems.append(
+                f"{key} has shape {arrays[key].shape}, expected {shape} (dim={d}, matrix_dims="
+                f"{config['matrix_dims']}, {n} evaluation points)"
+            )
+    spectrum = arrays["spectrum"]
+    if spectrum.ndim != 2 or spectrum.shape[0] != n or not 1 <= spectrum.shape[1] <= min(d, config["eval_queries"]):
+        problems.append(
+            f"spectrum has shape {spectrum.shape}, expected ({n}, at most {min(d, config['eval_queries'])})"
+        )
+    if problems:
+        return problems
+    for i, point in enumerate(history):
+        std = np.sort(arrays["std_per_dim"][i].astype(np.float64))
+        s = torch.from_numpy(spectrum[i].astype(np.float64))
+        recomputed = {
+            "median_std": std[(len(std) - 1) // 2],  # torch's median: the lower of the middle two
+            "min_std": std[0],
+            "effective_rank": diagnostics.effective_rank(None, spectrum=s),
+            "leading_share": diagnostics.leading_share(None, spectrum=s),
+        }
+        for key, value in recomputed.items():
+            if key in point and not np.isclose(value, point[key], rtol=FLOAT32_RTOL, atol=1e-30, equal_nan=True):
+                problems.append(
+                    f"at step {point['step']} the history's {key} is {point[key]:.4g}, the arrays give {value:.4g}"
+                )
+        if problems:
+            return problems  # the first point that disagrees says enough
     return problems
 
 
@@ -210,4 +380,15 @@ def size_bytes(folder: Path | None = None) -> int:
     return sum(p.stat().st_size for p in (folder or bank_dir()).glob("*") if p.is_file())
 
 
-__all__ = ["bank_runs", "bank_config", "lookup", "load_entry", "check", "build", "term_combinations"]
+__all__ = [
+    "BankDataWarning",
+    "arrays_disagreements",
+    "bank_runs",
+    "bank_config",
+    "lookup",
+    "load_entry",
+    "save_entry",
+    "check",
+    "build",
+    "term_combinations",
+]

@@ -93,9 +93,14 @@ def _parser() -> argparse.ArgumentParser:
         "widget can select, and write them (metrics and float32 arrays, no weights) into the package's "
         "bank folder ($DECORR_BANK to write elsewhere). Needs CIFAR-10 ($DECORR_DATA).",
     )
-    bank.add_argument("--only", action="append", metavar="NAME", help="rebuild this entry only (repeatable)")
-    bank.add_argument("--check", action="store_true", help="verify the bank against the current code; train nothing")
-    bank.add_argument("--list", action="store_true", help="list the entries and their configurations")
+    what = bank.add_mutually_exclusive_group()  # each is its own task: a flag ignored silently would mislead
+    what.add_argument("--only", action="append", metavar="NAME", help="rebuild this entry only (repeatable)")
+    what.add_argument(
+        "--check",
+        action="store_true",
+        help="verify the bank against the current code and each entry's arrays against its history; train nothing",
+    )
+    what.add_argument("--list", action="store_true", help="list the entries and their configurations")
     bank.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

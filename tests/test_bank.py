@@ -3,16 +3,20 @@ reproducible from the data."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
+import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import tiny_run_settings
-from decorr_lite import bank, train
+from decorr_lite import bank, runs, train
 from decorr_lite.cli import main as cli_main
 from decorr_lite.data import cifar10
 from decorr_lite.losses import loss_spec
@@ -133,9 +137,18 @@ def test_the_user_cache_comes_before_the_bank(tmp_path, monkeypatch, isolated_ca
     mine = train.TrainResult(
         shipped.config, shipped.history, {**shipped.final, "knn_top1": 0.5}, shipped.arrays, state_dict={}
     )
-    train._save_run(mine, isolated_cache / "runs" / train.run_key(config))
+    runs._save_run(mine, isolated_cache / "runs" / train.run_key(config))
     run = train_ssl(config, progress=False)
     assert run.from_cache and not run.from_bank and run.final["knn_top1"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "flags", [["--check", "--only", "vicreg"], ["--list", "--check"], ["--list", "--only", "vicreg"]]
+)
+def test_bank_command_line_refuses_a_flag_it_would_ignore(flags, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli_main(["bank", *flags])
+    assert exit.value.code == 2 and "not allowed with" in capsys.readouterr().err
 
 
 def test_bank_command_line_lists_and_refuses_unknown_names(capsys):
@@ -154,7 +167,9 @@ def test_build_writes_an_entry_that_lookup_finds(tmp_path, monkeypatch, tiny_cif
     folder = tmp_path / "bank"
     seconds = bank.build(folder=folder, progress=False)
     assert set(seconds) == {"tiny"} and bank.check(folder) == []
-    assert sorted(p.name for p in folder.iterdir()) == ["index.json", "tiny.json", "tiny.npz"]  # no temporaries
+    arrays = json.loads((folder / "tiny.json").read_text())["arrays"]
+    assert re.fullmatch(r"tiny-[0-9a-f]{12}\.npz", arrays)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["index.json", "tiny.json", arrays])  # no temporaries
     monkeypatch.setenv("DECORR_BANK", str(folder))
     run = train_ssl(**{**tiny, "data_root": str(tmp_path / "elsewhere")}, progress=False)
     assert run.from_bank and run.final["provenance"]["data"]["name"] == "cifar10-tiny.tar.gz"
@@ -212,3 +227,174 @@ def test_every_bank_run_s_curves_agree_with_its_table():
         for key in ("knn_top1", "effective_rank", "leading_share", "median_std", "verdict"):
             assert run.history[-1][key] == run.final[key], (name, key)
             assert run.history[0][key] == untrained[key], (name, key)
+
+
+# --------------------------------------------------------------------------- arrays and history
+
+
+def _arrays_path(folder: Path, name: str) -> Path:
+    """The file holding entry ``name``'s arrays, as its json names it."""
+    return folder / json.loads((folder / f"{name}.json").read_text()).get("arrays", f"{name}.npz")
+
+
+def _with_arrays(run, arrays) -> train.TrainResult:
+    return train.TrainResult(run.config, run.history, run.final, arrays)
+
+
+def _assert_same_arrays(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "damage", ["file of another entry", "arrays of another run", "fewer points", "smaller matrices"]
+)
+def test_an_entry_whose_arrays_disagree_with_its_history_fails_the_check(bank_copy, damage):
+    """Arrays swapped in from another entry (a copy, or an interrupted rebuild) made figures draw
+    one run under another's history and table, and the check said nothing."""
+    vicreg, other = bank.load_entry("vicreg", bank_copy), bank.load_entry("vicreg-without-variance", bank_copy)
+    if damage == "file of another entry":
+        shutil.copyfile(_arrays_path(bank_copy, "vicreg-without-variance"), _arrays_path(bank_copy, "vicreg"))
+    elif damage == "arrays of another run":
+        bank.save_entry("vicreg", _with_arrays(vicreg, other.arrays), bank_copy)
+    elif damage == "fewer points":
+        bank.save_entry("vicreg", _with_arrays(vicreg, {k: v[:-1] for k, v in vicreg.arrays.items()}), bank_copy)
+    else:
+        smaller = {k: v[:, :32, :32] if v.ndim == 3 else v for k, v in vicreg.arrays.items()}
+        bank.save_entry("vicreg", _with_arrays(vicreg, smaller), bank_copy)
+    problems = bank.check(bank_copy)
+    assert len(problems) == 1 and problems[0].startswith("vicreg: "), problems
+    expected = {
+        "file of another entry": "does not load",
+        "arrays of another run": "the history's median_std is 0.3057, the arrays give 0.0",
+        "fewer points": "eval_steps",
+        "smaller matrices": "covariance has shape (7, 32, 32), expected (7, 64, 64)",
+    }[damage]
+    assert expected in problems[0] and problems[0].endswith("python -m decorr_lite bank --only vicreg")
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _json_with(*, dumps=json.dumps, loads=json.loads):
+    """A stand-in for the bank module's ``json``, to interrupt or interleave its writes."""
+    return type("json", (), {"dumps": staticmethod(dumps), "loads": staticmethod(loads)})
+
+
+def test_a_rebuild_interrupted_between_the_files_leaves_the_old_entry_whole(bank_copy, monkeypatch):
+    """The arrays were published before the json: an interrupted rebuild left the old history
+    with the new arrays."""
+    old, other = bank.load_entry("vicreg", bank_copy), bank.load_entry("vicreg-without-variance", bank_copy)
+
+    def dumps(obj, **kwargs):
+        if isinstance(obj, dict) and "history" in obj:  # the entry's json, after its arrays
+            raise _Interrupted
+        return json.dumps(obj, **kwargs)
+
+    monkeypatch.setattr(bank, "json", _json_with(dumps=dumps))
+    with pytest.raises(_Interrupted):
+        bank.save_entry("vicreg", train.TrainResult(other.config, other.history, old.final, other.arrays), bank_copy)
+    monkeypatch.undo()
+    loaded = bank.load_entry("vicreg", bank_copy)
+    assert loaded.history == old.history
+    _assert_same_arrays(loaded.arrays, old.arrays)
+    assert not [p.name for p in bank_copy.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_a_reader_during_a_rebuild_gets_the_old_entry_or_the_new_one(bank_copy, monkeypatch):
+    """A rebuild between a reader's read of the json and of the arrays gave it half of each."""
+    old, other = bank.load_entry("vicreg", bank_copy), bank.load_entry("vicreg-without-variance", bank_copy)
+    new = train.TrainResult(old.config, other.history, old.final, other.arrays)
+    rebuilt = []
+
+    def loads(text, **kwargs):
+        value = json.loads(text, **kwargs)
+        if "history" in value and not rebuilt:  # the reader has just read the entry's json
+            rebuilt.append(True)
+            bank.save_entry("vicreg", new, bank_copy)
+        return value
+
+    monkeypatch.setattr(bank, "json", _json_with(loads=loads))
+    loaded = bank.load_entry("vicreg", bank_copy)
+    assert rebuilt
+    assert loaded.history == new.history
+    _assert_same_arrays(loaded.arrays, bank._compact(new.arrays))
+
+
+def test_an_entry_is_a_json_and_the_arrays_it_names_by_their_digest(bank_copy):
+    run = bank.load_entry("barlow", bank_copy)
+    before = _arrays_path(bank_copy, "barlow")
+    shifted = {k: v + 1 if k == "covariance" else v for k, v in run.arrays.items()}
+    bank.save_entry("barlow", _with_arrays(run, shifted), bank_copy)
+    after = _arrays_path(bank_copy, "barlow")
+    assert after != before and not before.exists()  # the old arrays went once the json named the new ones
+    assert after.name == f"barlow-{hashlib.sha256(after.read_bytes()).hexdigest()[:12]}.npz"
+    assert after.stat().st_mode & 0o777 == 0o644
+    # the old arrays gone, no other entry's file touched (barlow-without-...), no temporary left
+    assert {p.name for p in bank_copy.iterdir()} == {p.name for p in PACKAGE_BANK.iterdir()} - {before.name} | {
+        after.name
+    }
+    _assert_same_arrays(bank.load_entry("barlow", bank_copy).arrays, shifted)
+
+
+def test_an_entry_of_the_layout_before_digests_loads_and_the_check_asks_to_rebuild_it(bank_copy):
+    path = bank_copy / "vicreg.json"
+    metrics = json.loads(path.read_text())
+    _arrays_path(bank_copy, "vicreg").rename(bank_copy / "vicreg.npz")
+    del metrics["arrays"]
+    path.write_text(json.dumps(metrics, indent=1))
+    assert bank.load_entry("vicreg", bank_copy).final == metrics["final"]
+    (problem,) = bank.check(bank_copy)
+    assert problem.startswith("vicreg: its arrays' file is not named by their digest")
+    bank.save_entry("vicreg", bank.load_entry("vicreg", bank_copy), bank_copy)
+    assert not (bank_copy / "vicreg.npz").exists() and bank.check(bank_copy) == []
+
+
+def test_the_shipped_entries_name_their_arrays_by_digest():
+    index = bank.read_index(PACKAGE_BANK)["entries"]
+    for name in index:
+        path = _arrays_path(PACKAGE_BANK, name)
+        assert path.name == f"{name}-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}.npz"
+    assert len(list(PACKAGE_BANK.glob("*.npz"))) == len(index)  # no orphans
+
+
+# --------------------------------------------------------------------------- which data
+
+
+@pytest.fixture
+def fresh_comparisons(monkeypatch):
+    """Forget which entries this process has already compared with the user's data."""
+    monkeypatch.setattr(bank, "_DATA_COMPARED", set())
+
+
+def test_a_run_served_to_someone_with_other_data_says_which_data_it_was_trained_on(
+    tiny_cifar, tmp_path, fresh_comparisons
+):
+    config = dataclasses.replace(bank.bank_config("vicreg"), data_root=str(tiny_cifar))
+    with pytest.warns(bank.BankDataWarning) as record:
+        run = bank.lookup(config, PACKAGE_BANK)
+    assert run is not None and run.from_bank and len(record) == 1
+    message = str(record[0].message)
+    trained_on = run.final["provenance"]["data"]
+    assert "'vicreg'" in message and trained_on["name"] in message and trained_on["checksum"] in message
+    assert "cifar10-tiny.tar.gz" in message and "use_bank=False" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert bank.lookup(config, PACKAGE_BANK) is not None  # said once per entry, not at every call
+        empty = tmp_path / "no-data"
+        empty.mkdir()
+        other = bank.bank_config("barlow")
+        assert bank.lookup(dataclasses.replace(other, data_root=str(empty)), PACKAGE_BANK) is not None  # no data
+    with pytest.warns(bank.BankDataWarning, match="'barlow'"):  # another entry says it too
+        bank.lookup(dataclasses.replace(other, data_root=str(tiny_cifar)), PACKAGE_BANK)
+
+
+def test_a_run_served_to_someone_with_the_same_data_says_nothing(tiny_cifar, monkeypatch, fresh_comparisons):
+    config = dataclasses.replace(bank.bank_config("vicreg"), data_root=str(tiny_cifar))
+    trained_on = bank.load_entry("vicreg", PACKAGE_BANK).final["provenance"]["data"]
+    monkeypatch.setattr(cifar10, "describe_source", lambda root=None: dict(trained_on))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert bank.lookup(config, PACKAGE_BANK) is not None

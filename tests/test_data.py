@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import image_members, png_bytes, write_tar, write_tree, write_zip
 from decorr_lite.data import CLASSES, CorruptDataError, balanced_subset, cifar10, download_file, load_cifar10
@@ -218,6 +222,79 @@ def test_wrong_image_size(tmp_path, splits):
     write_tar(tmp_path / "cifar10-x.tar.gz", members)
     with pytest.raises(CorruptDataError, match="32x32"):
         load_cifar10("train", root=tmp_path, download=False, progress=False)
+
+
+HUGE = 32 << 20  # bytes: a member 32 MiB large, zeros (an archive of a few KB)
+
+
+def _with_a_huge_member(splits, kind: str, root: Path) -> tuple[Path, str]:
+    """A copy of ``kind`` in ``root`` whose train/cat/ holds one HUGE-byte "image" among the
+    others; returns the archive or folder and the member's name."""
+    members = list(image_members(splits))
+    name = "cifar10/train/cat/9999.png"
+    if kind == "tree":
+        write_tree(root, members)
+        with open(root / name, "wb") as f:
+            f.truncate(HUGE)  # sparse: nothing written
+        return root / "cifar10", name.removeprefix("cifar10/")
+    members.insert(len(members) // 4, (name, bytes(HUGE)))
+    if kind == "zip":
+        path = root / "cifar10-x.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for member, data in members:
+                archive.writestr(member, data)
+        return path, name
+    return write_tar(root / "cifar10-x.tar.gz", members), name
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip", "tree"])
+def test_a_file_far_larger_than_an_image_is_refused_unread(tmp_path, splits, kind):
+    """A 199 KB archive with one 200 MB member was read whole (peak memory +218 MB) before the
+    member was found not to be an image."""
+    where, name = _with_a_huge_member(splits, kind, tmp_path)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptDataError) as err:
+            load_cifar10("train", root=tmp_path, download=False, cache=False, progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(err.value)
+    assert str(where) in message and name in message, message
+    assert f"{HUGE:,} bytes, more than the {cifar10.MAX_IMAGE_BYTES:,}" in message and "not read" in message
+    assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB: the member was read"
+
+
+def test_a_declared_size_that_lies_is_not_trusted(tmp_path):
+    """No more than MAX_IMAGE_BYTES is ever read for an image, whatever its declared size."""
+
+    class Endless(io.RawIOBase):
+        asked = 0
+
+        def readinto(self, buffer):
+            Endless.asked += len(buffer)
+            buffer[:] = bytes(len(buffer))
+            return len(buffer)
+
+    with pytest.raises(CorruptDataError, match="x.png holds more than the 1,048,576 bytes"):
+        cifar10._read_image_bytes(Endless(), "x.png", tmp_path / "cifar10-x.zip", declared=1000)
+    assert Endless.asked <= cifar10.MAX_IMAGE_BYTES + 1
+
+
+def test_an_image_of_huge_dimensions_is_refused_before_it_is_decoded(tmp_path, splits):
+    members = list(image_members(splits))
+    buffer = io.BytesIO()
+    Image.new("L", (8000, 8000)).save(buffer, format="PNG")  # 64 MB of pixels in a 60 KB file
+    members[3] = (members[3][0], buffer.getvalue())
+    write_tar(tmp_path / "cifar10-x.tar.gz", members)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptDataError, match=f"{members[3][0]} is 8000x8000, CIFAR-10 images are 32x32"):
+            load_cifar10("train", root=tmp_path, download=False, cache=False, progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB: the image was decoded"
 
 
 def test_missing_and_unknown_class_folders(tmp_path, splits):

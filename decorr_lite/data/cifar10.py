@@ -10,6 +10,10 @@ What it reads there, in this order of preference (the official formats are lossl
 4. an image-folder tree ``train|test/<class>/*.{png,jpg}``, in the folder itself or in a
    sub-folder with "cifar" in its name.
 
+Image-folder copies are not checksummed (except a known archive's), so they are read as
+untrusted: an image file larger than ``MAX_IMAGE_BYTES`` (1 MiB; a CIFAR-10 image is a few KB)
+is refused before it is read, and no read takes more than that, whatever an archive declares.
+
 If none is there and ``download`` is true, the official archive is downloaded into the folder
 (to a temporary file, md5-verified, then renamed). A split must hold exactly CIFAR-10's images,
 5,000 (train) or 1,000 (test) per class: a partial copy is refused with the classes it lacks.
@@ -23,9 +27,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import numbers
 import os
 import pickle
-import numbers
 import tarfile
 import urllib.error
 import warnings
@@ -68,6 +72,9 @@ KNOWN_IMAGE_ARCHIVES = {
     "cifar10-jpeg.tar.gz": "0f1a9cc5ca52fcbd0d9dcfc8dbf3be9cc3e57a4bbad87990a4f63bd36f8c766c",
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# The most bytes one image file of an image-folder copy may hold: a 32x32 image is a few KB as
+# PNG or JPEG, so anything near this is not a CIFAR-10 image and is refused unread.
+MAX_IMAGE_BYTES = 1 << 20
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 # Bump when the decoded layout changes, so stale caches are not read.
 CACHE_FORMAT = 1
@@ -273,7 +280,8 @@ def check_counts(labels: np.ndarray, split: str, source: Source) -> None:
     if not wrong:
         return
     details = "; ".join(
-        f"{name}: {count:,} of {expected:,} ({expected - count:,} missing)" if count < expected
+        f"{name}: {count:,} of {expected:,} ({expected - count:,} missing)"
+        if count < expected
         else f"{name}: {count:,}, {count - expected:,} more than {expected:,}"
         for name, count in wrong
     )
@@ -299,13 +307,20 @@ def _read_cache(path: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
         with np.load(path) as arrays:
             images, labels = arrays["images"], arrays["labels"]  # reading all of both checks their CRCs
         counts = np.bincount(labels, minlength=len(CLASSES))
-        if (images.dtype != np.uint8 or images.shape != (len(labels), 3, 32, 32)
-                or counts.shape != (len(CLASSES),) or not bool((counts == PER_CLASS[split]).all())):
+        if (
+            images.dtype != np.uint8
+            or images.shape != (len(labels), 3, 32, 32)
+            or counts.shape != (len(CLASSES),)
+            or not bool((counts == PER_CLASS[split]).all())
+        ):
             raise ValueError("arrays of the wrong shape, type or size")
         return images, labels
     except Exception as err:  # a truncated or bit-flipped file can raise almost anything
-        warnings.warn(f"the dataset cache {path} was damaged ({type(err).__name__}: {err}); it is rebuilt",
-                      CacheWarning, stacklevel=4)
+        warnings.warn(
+            f"the dataset cache {path} was damaged ({type(err).__name__}: {err}); it is rebuilt",
+            CacheWarning,
+            stacklevel=4,
+        )
         try:
             path.unlink()
         except OSError:
@@ -330,7 +345,8 @@ def _write_cache(path: Path, **arrays: np.ndarray) -> None:
         warnings.warn(
             f"caching is off: the dataset cache {path.parent} cannot be written ({type(err).__name__}: {err}). "
             "The data still loads, decoded anew each time; set DECORR_CACHE to a writable folder to cache it.",
-            CacheWarning, stacklevel=2,  # one place for every split: Python shows it once
+            CacheWarning,
+            stacklevel=2,  # one place for every split: Python shows it once
         )
 
 
@@ -376,7 +392,7 @@ def _checked_batch_md5(path: Path) -> str:
             f"{path} is missing: the {BATCHES_DIR}/ folder is incomplete. Extract {ARCHIVE_NAME} "
             "again, or delete the folder so that the archive is used or downloaded."
         )
-    md5 = file_digest(path, "md5")
+    md5 = _digest(path, "md5")  # once per file version: describe_source asks for it at every bank lookup
     if md5 != BATCH_MD5[path.name]:
         raise CorruptDataError(
             f"{path} has md5 {md5}, expected {BATCH_MD5[path.name]}: the file is corrupt. Extract "
@@ -448,12 +464,40 @@ def _decode_image(raw: bytes, name: str) -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(raw)) as img:
+            if img.size != (32, 32):  # read from the header: a huge image is refused before it is decoded
+                raise CorruptDataError(f"{name} is {img.size[0]}x{img.size[1]}, CIFAR-10 images are 32x32")
             array = np.asarray(img.convert("RGB"))
+    except CorruptDataError:
+        raise
     except Exception as err:
         raise CorruptDataError(f"{name} could not be decoded as an image ({err})") from err
     if array.shape != (32, 32, 3):
         raise CorruptDataError(f"{name} is {array.shape[1]}x{array.shape[0]}, CIFAR-10 images are 32x32")
     return array.transpose(2, 0, 1)
+
+
+def _too_large(name: str, where: Path, size: int | None) -> CorruptDataError:
+    if size is None:  # found reading it: its declared size was smaller
+        holds = f"holds more than the {MAX_IMAGE_BYTES:,}"
+    else:
+        holds = f"is {size:,} bytes, more than the {MAX_IMAGE_BYTES:,}"
+    return CorruptDataError(
+        f"{where}: {name} {holds} bytes one image may have (a CIFAR-10 image is a few KB): it is "
+        "not a CIFAR-10 image and was not read. Replace the copy with a good one, or point "
+        "DECORR_DATA elsewhere."
+    )
+
+
+def _read_image_bytes(file, name: str, where: Path, declared: int) -> bytes:
+    """The bytes of the image file ``name`` of ``where``, from the open ``file``: refused unread
+    when its ``declared`` size is over ``MAX_IMAGE_BYTES``, and never more than that read (an
+    archive's declared size can lie)."""
+    if declared > MAX_IMAGE_BYTES:
+        raise _too_large(name, where, declared)
+    raw = file.read(MAX_IMAGE_BYTES + 1)
+    if len(raw) > MAX_IMAGE_BYTES:
+        raise _too_large(name, where, None)
+    return raw
 
 
 def _stack(found: dict[str, list[tuple[str, np.ndarray]]], where: Path, split: str):
@@ -480,17 +524,19 @@ def _read_image_archive(path: Path, split: str, progress: bool) -> tuple[np.ndar
     try:
         if path.name.lower().endswith(".zip"):
             with zipfile.ZipFile(path) as archive:
-                for name in archive.namelist():
-                    cls = _class_of(tuple(name.split("/")), split)
+                for info in archive.infolist():
+                    cls = _class_of(tuple(info.filename.split("/")), split)
                     if cls is not None:
-                        found.setdefault(cls, []).append((name, _decode_image(archive.read(name), name)))
+                        with archive.open(info) as file:
+                            raw = _read_image_bytes(file, info.filename, path, info.file_size)
+                        found.setdefault(cls, []).append((info.filename, _decode_image(raw, info.filename)))
                         bar.update()
         else:
             with tarfile.open(path, "r:*") as archive:
                 for member in archive:
                     cls = _class_of(tuple(member.name.split("/")), split) if member.isfile() else None
                     if cls is not None:
-                        raw = archive.extractfile(member).read()
+                        raw = _read_image_bytes(archive.extractfile(member), member.name, path, member.size)
                         found.setdefault(cls, []).append((member.name, _decode_image(raw, member.name)))
                         bar.update()
     except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
@@ -517,5 +563,7 @@ def _read_image_folder(path: Path, split: str, progress: bool) -> tuple[np.ndarr
     if not files:
         raise CorruptDataError(f"{path / split} holds no <class>/*.png|jpg images")
     for file in tqdm(files, desc=f"decoding {path.name}/{split}", unit="img", disable=not progress):
-        found.setdefault(file.parent.name, []).append((file.name, _decode_image(file.read_bytes(), str(file))))
+        with open(file, "rb") as f:
+            raw = _read_image_bytes(f, str(file.relative_to(path)), path, os.fstat(f.fileno()).st_size)
+        found.setdefault(file.parent.name, []).append((file.name, _decode_image(raw, str(file))))
     return _stack(found, path, split)

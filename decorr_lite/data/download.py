@@ -30,9 +30,7 @@ def file_digest(path: str | os.PathLike, algorithm: str = "md5") -> str:
     return digest.hexdigest()
 
 
-def download_file(
-    url: str, dest: str | os.PathLike, *, md5: str, progress: bool = True, timeout: float = 30.0
-) -> Path:
+def download_file(url: str, dest: str | os.PathLike, *, md5: str, progress: bool = True, timeout: float = 30.0) -> Path:
     """Download ``url`` to ``dest``, verifying its md5 before it appears under that name.
 
     Raises ``ChecksumError`` on a checksum mismatch and ``OSError`` (e.g. ``urllib.error.URLError``)
