@@ -25,18 +25,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from decorr_lite import diagnostics, train  # noqa: E402
+from decorr_lite import config, diagnostics, evaluation, training  # noqa: E402
 from decorr_lite.augment import TwoViews  # noqa: E402
 
 # (owner, function name, label); indented labels are parts of the stage above them
 STAGES = [
-    (train, "load_cifar10", "data loading"),
+    (training, "load_cifar10", "data loading"),
     (TwoViews, "forward", "augmentation"),
-    (train, "training_step", "training steps (forward, loss, backward, AdamW)"),
-    (train, "_evaluate", "evaluation points"),
-    (train, "_final_evaluation", "final evaluation"),
-    (train, "recalibrated", "  precise BN re-estimation"),
-    (train, "embed", "  feature extraction"),
+    (training, "training_step", "training steps (forward, loss, backward, AdamW)"),
+    (training, "_evaluate", "evaluation points"),
+    (training, "_final_evaluation", "final evaluation"),
+    (evaluation, "recalibrated", "  precise BN re-estimation"),
+    (evaluation, "embed", "  feature extraction"),
     (diagnostics, "knn_accuracy", "  kNN"),
     (diagnostics, "collapse_report", "  collapse report (SVD)"),
     (diagnostics, "linear_probe", "  linear probe"),
@@ -68,11 +68,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "classroom_run.json"))
     args = parser.parse_args(argv)
     spent: dict[str, float] = collections.defaultdict(float)
-    settings = {**train.classroom_settings(quick=args.quick), "precision": args.precision, **json.loads(args.set)}
+    settings = {**config.classroom_settings(quick=args.quick), "precision": args.precision, **json.loads(args.set)}
     originals = [(owner, name, timed(spent, owner, name, label)) for owner, name, label in STAGES]
     try:
         started = time.perf_counter()
-        run = train.train_ssl(**settings, cache=False, use_bank=False, progress=False)
+        run = training.train_ssl(**settings, cache=False, use_bank=False, progress=False)
         total = time.perf_counter() - started
     finally:
         for owner, name, fn in originals:

@@ -38,7 +38,6 @@ import itertools
 import json
 import os
 import re
-import time
 import warnings
 from pathlib import Path
 
@@ -46,9 +45,10 @@ import numpy as np
 import torch
 
 from . import _atomic, diagnostics
+from .config import TrainConfig, classroom_settings
 from .losses import loss_spec
 from .paths import data_dir
-from .train import RUN_FORMAT, TrainConfig, TrainResult, classroom_settings, run_key, train_ssl
+from .record import RUN_FORMAT, TrainResult, run_key
 
 REBUILD = "python -m decorr_lite bank"  # the command that (re)builds entries: append --only NAME
 DIGEST_CHARS = 12  # hex digits of the arrays' sha256 in their file name
@@ -358,23 +358,6 @@ def arrays_disagreements(run: TrainResult) -> list[str]:
     return problems
 
 
-def build(names: list[str] | None = None, *, folder: Path | None = None, progress: bool = True) -> dict[str, float]:
-    """Train the named entries (default: all) from the data and write them; returns the seconds
-    each took. Every entry is trained anew (neither the run cache nor the old bank is read)."""
-    folder = folder or bank_dir()
-    names = list(bank_runs()) if names is None else names
-    for name in names:
-        bank_config(name)  # an unknown name fails before anything trains
-    seconds = {}
-    for name in names:
-        started = time.perf_counter()
-        run = train_ssl(bank_config(name), cache=False, use_bank=False, progress=progress)
-        save_entry(name, run, folder)
-        seconds[name] = time.perf_counter() - started
-        print(f"{name:44s} {seconds[name]:5.1f} s  kNN {run.final['knn_top1']:.3f}  {run.final['verdict']}", flush=True)
-    return seconds
-
-
 def size_bytes(folder: Path | None = None) -> int:
     """The bank's size on disk."""
     return sum(p.stat().st_size for p in (folder or bank_dir()).glob("*") if p.is_file())
@@ -389,6 +372,5 @@ __all__ = [
     "load_entry",
     "save_entry",
     "check",
-    "build",
     "term_combinations",
 ]

@@ -17,6 +17,7 @@ from .losses import LOSSES, METHODS, loss_spec
 from .models import ENCODERS
 from .settings import PRECISIONS
 from .train import TrainConfig, check_runnable, train_ssl
+from .training import build_bank
 
 HELP = {
     "loss": f"which loss: {' | '.join(LOSSES)}",
@@ -80,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
         train.add_argument(flag, type=kind, default=f.default, choices=choices, help=HELP[f.name])
     train.add_argument("--out", default=None, help="folder for metrics.json, arrays.npz and model.pt")
     train.add_argument(
+        "--overwrite", action="store_true", help="let --out replace the run files a folder already holds"
+    )
+    train.add_argument(
         "--no-cache", action="store_true", help="train even if this configuration is cached, and replace the cached run"
     )
     train.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -128,7 +132,7 @@ def bank_main(args: dict) -> int:
     except KeyError as err:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2
-    seconds = bank.build(names, progress=not args["quiet"])
+    seconds = build_bank(names, progress=not args["quiet"])
     print(f"{len(seconds)} entries in {sum(seconds.values()):.0f} s; the bank is {bank.size_bytes() / 2**20:.1f} MB")
     return 0
 
@@ -165,15 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.pop("command") == "bank":
         return bank_main(args)
     out, no_cache, quiet, no_bank = args.pop("out"), args.pop("no_cache"), args.pop("quiet"), args.pop("no_bank")
+    overwrite = args.pop("overwrite")
     if args["train_subset"] == 0:
         args["train_subset"] = None
     try:  # every setting, the device and --out are checked before any data is read
         config = TrainConfig(**args)
-        check_runnable(config, out)
+        check_runnable(config, out, overwrite=overwrite)
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    result = train_ssl(config, retrain=no_cache, use_bank=not no_bank, out=out, progress=not quiet)
+    result = train_ssl(config, retrain=no_cache, use_bank=not no_bank, out=out, overwrite=overwrite, progress=not quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, process 0 reports and saves
         return 0
     print(history_table(result))

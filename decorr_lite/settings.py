@@ -53,3 +53,11 @@ def resolve_precision(precision: str, device: str) -> str:
             "on a CPU use 'bf16' (fast with native bf16) or 'fp32'"
         )
     return precision
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast region of a resolved precision ("fp32": none)."""
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(precision), enabled=precision != "fp32")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_run_settings
-from decorr_lite import bank, runs, train
+from decorr_lite import bank, runs, train, training
 from decorr_lite.cli import main as cli_main
 from decorr_lite.data import cifar10
 from decorr_lite.losses import loss_spec
@@ -165,7 +165,7 @@ def test_build_writes_an_entry_that_lookup_finds(tmp_path, monkeypatch, tiny_cif
     monkeypatch.setattr(bank, "bank_runs", lambda: {"tiny": dict(loss="vicreg")})
     monkeypatch.setattr(bank, "classroom_settings", lambda: dict(tiny))
     folder = tmp_path / "bank"
-    seconds = bank.build(folder=folder, progress=False)
+    seconds = training.build_bank(folder=folder, progress=False)
     assert set(seconds) == {"tiny"} and bank.check(folder) == []
     arrays = json.loads((folder / "tiny.json").read_text())["arrays"]
     assert re.fullmatch(r"tiny-[0-9a-f]{12}\.npz", arrays)

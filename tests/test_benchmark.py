@@ -181,17 +181,17 @@ def test_classroom_run_script_times_each_stage(tiny_cifar, tmp_path, monkeypatch
     times are the library's own again afterwards."""
     import importlib.util
 
-    from decorr_lite import train
+    from decorr_lite import config, training
 
     spec = importlib.util.spec_from_file_location("classroom_run", ROOT / "benchmarks" / "classroom_run.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     tiny = tiny_run_settings(tiny_cifar, dim=8, steps=2, eval_points=1)
-    monkeypatch.setattr(train, "classroom_settings", lambda quick=None: dict(tiny))
-    before = train.training_step
+    monkeypatch.setattr(config, "classroom_settings", lambda quick=None: dict(tiny))
+    before = training.training_step
     out = tmp_path / "run.json"
     assert script.main(["--precision", "fp32", "--set", '{"lr": 0.001}', "--out", str(out)]) == 0
-    assert train.training_step is before
+    assert training.training_step is before
     result = json.loads(out.read_text())
     assert result["settings"]["lr"] == 0.001 and result["final"]["precision"] == "fp32"
     assert result["stages"]["training steps (forward, loss, backward, AdamW)"] > 0

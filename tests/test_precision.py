@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from decorr_lite import cli, settings, train
+from decorr_lite import cli, settings, train, training
 from decorr_lite.train import TrainConfig, train_ssl
 
 
@@ -63,7 +63,7 @@ def test_a_tiny_run_trains_reproducibly_in_each_precision(tiny, precision, monke
         loss_fn.register_forward_hook(lambda module, inputs, loss: seen.append((inputs[0].dtype, loss.dtype)))
         return loss_fn
 
-    monkeypatch.setattr(train, "build_loss", recording)
+    monkeypatch.setattr(training, "build_loss", recording)
     first = train_ssl(**tiny, precision=precision, cache=False, progress=False)
     again = train_ssl(**tiny, precision=precision, cache=False, progress=False)
     assert first.final["precision"] == precision and first.config["precision"] == precision

@@ -223,7 +223,6 @@ def test_collapse_report_rejects_nan_thresholds(name):
 # --------------------------------------------------------------------------- partial datasets
 
 import io  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -235,7 +234,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from conftest import image_members, tiny_run_settings, write_tree  # noqa: E402
-from decorr_lite import _atomic, cli, train  # noqa: E402
+from decorr_lite import _atomic, cli, runs, train, training  # noqa: E402
 from decorr_lite.data import CorruptDataError, cifar10, load_cifar10  # noqa: E402
 
 
@@ -382,9 +381,9 @@ def _dead_pid() -> int:
 def test_stale_temporaries_are_removed_by_the_next_write(image_archive, tiny_run, isolated_cache):
     """A SIGKILL during a cache write left .part files and hidden run folders forever."""
     host = _atomic._host()
-    datasets, runs = isolated_cache / "datasets", isolated_cache / "runs"
+    datasets, runs_dir = isolated_cache / "datasets", isolated_cache / "runs"
     datasets.mkdir()
-    runs.mkdir()
+    runs_dir.mkdir()
     dead = datasets / f".cifar10-train-x.npz.tmp-{host}-{_dead_pid()}-abc"
     alive = datasets / f".cifar10-train-y.npz.tmp-{host}-{os.getpid()}-abc"  # a writer still at work
     elsewhere = datasets / ".cifar10-train-z.npz.tmp-otherhost-1-abc"  # another machine, recent
@@ -392,15 +391,15 @@ def test_stale_temporaries_are_removed_by_the_next_write(image_archive, tiny_run
     for path in (dead, alive, elsewhere, old):
         path.write_bytes(b"half")
     os.utime(old, (time.time() - 2 * 86400,) * 2)
-    dead_run = runs / f".0123456789abcdef.tmp-{host}-{_dead_pid()}-xyz"
+    dead_run = runs_dir / f".0123456789abcdef.tmp-{host}-{_dead_pid()}-xyz"
     dead_run.mkdir()
     (dead_run / "metrics.json").write_text("{")
     load_cifar10("test", root=image_archive, download=False, progress=False)
     assert sorted(p.name for p in datasets.iterdir() if p.name.startswith(".")) == sorted([alive.name, elsewhere.name])
     train.train_ssl(**tiny_run, progress=False)
     assert not dead_run.exists()
-    run = next(p for p in runs.iterdir() if not p.name.startswith("."))
-    version = train._current_version(run)
+    run = next(p for p in runs_dir.iterdir() if not p.name.startswith("."))
+    version = runs._current_version(run)
     assert {oct(p.stat().st_mode & 0o777) for p in (run, version)} == {oct(0o755)}  # shared like the datasets
     assert {oct(p.stat().st_mode & 0o777) for p in (run / "current", *version.iterdir())} == {oct(0o644)}
 
@@ -452,7 +451,7 @@ def test_an_unusable_out_folder_fails_before_training(kind, capsys, tmp_path, mo
 def test_a_batch_too_small_for_the_processes_is_refused(tiny_run, monkeypatch):
     """--batch-size 6 on 4 processes would leave processes with 1 image (BatchNorm fails, or the
     local batch check raised on one rank while the others waited)."""
-    monkeypatch.setattr(train, "_distributed_setup", lambda config: (4, 0, False))
+    monkeypatch.setattr(training, "_distributed_setup", lambda device: (4, 0, False))
     with pytest.raises(ValueError, match="batch_size=6 over 4 processes.*batch_size >= 8"):
         train.train_ssl(**{**tiny_run, "batch_size": 6}, progress=False)
 

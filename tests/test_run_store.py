@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import image_members, make_split, tiny_run_settings, write_tar
-from decorr_lite import cli, train
+from decorr_lite import cli, runs, train, training
 from decorr_lite.data.cifar10 import CacheWarning
 
 
@@ -42,8 +42,8 @@ def test_out_writes_the_run_and_leaves_everything_else_alone(tiny_run, tmp_path)
         run = train.train_ssl(**tiny_run, cache=cache, out=out, overwrite=True, progress=False)
         assert (out / "notes" / "thesis.tex").read_text() == "years of work"
         assert (out / "data.csv").read_text() == "1,2,3"
-        assert run.path == out and train.load_run(out).final == json.loads(json.dumps(run.final))
-    assert sorted(p.name for p in out.iterdir()) == sorted(["notes", "data.csv", *train.RUN_FILES])
+        assert run.path == out and runs.load_run(out).final == json.loads(json.dumps(run.final))
+    assert sorted(p.name for p in out.iterdir()) == sorted(["notes", "data.csv", *runs.RUN_FILES])
 
 
 def test_out_holding_run_files_is_refused_before_training_unless_told_to_overwrite(
@@ -51,19 +51,19 @@ def test_out_holding_run_files_is_refused_before_training_unless_told_to_overwri
 ):
     out = tmp_path / "run"
     first = train.train_ssl(**tiny_run, cache=False, out=out, progress=False)
-    before = {name: (out / name).read_bytes() for name in train.RUN_FILES}
-    trains = train._train
-    monkeypatch.setattr(train, "_train", _no_training)
+    before = {name: (out / name).read_bytes() for name in runs.RUN_FILES}
+    trains = training._train
+    monkeypatch.setattr(training, "_train", _no_training)
     other = {**tiny_run, "seed": 1}
     with pytest.raises(ValueError, match=r"out=.*already holds metrics\.json, arrays\.npz, model\.pt.*overwrite=True"):
         train.train_ssl(**other, out=out, progress=False)
     flags = [x for k, v in other.items() if v is not None for x in (f"--{k.replace('_', '-')}", str(v))]
     assert cli.main(["train", "--quiet", *flags, "--train-subset", "0", "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert {name: (out / name).read_bytes() for name in train.RUN_FILES} == before
-    monkeypatch.setattr(train, "_train", trains)
+    assert {name: (out / name).read_bytes() for name in runs.RUN_FILES} == before
+    monkeypatch.setattr(training, "_train", trains)
     replaced = train.train_ssl(**other, out=out, overwrite=True, cache=False, progress=False)
-    assert train.load_run(out).config["seed"] == 1 != first.config["seed"]
+    assert runs.load_run(out).config["seed"] == 1 != first.config["seed"]
     assert replaced.path == out
 
 
@@ -77,12 +77,12 @@ def test_out_replaces_a_planted_link_and_never_writes_through_it(tiny_run, tmp_p
     out.mkdir()
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
-    for name in train.RUN_FILES:
+    for name in runs.RUN_FILES:
         (out / name).symlink_to(victim)
     train.train_ssl(**tiny_run, cache=cached, out=out, overwrite=True, progress=False)
     assert victim.read_text() == "precious"
-    assert not any((out / name).is_symlink() for name in train.RUN_FILES)
-    train.load_run(out)
+    assert not any((out / name).is_symlink() for name in runs.RUN_FILES)
+    runs.load_run(out)
 
 
 # --------------------------------------------------------------------------- a full disk
@@ -108,7 +108,7 @@ def test_a_full_disk_while_caching_keeps_the_run(tiny_run, tmp_path, monkeypatch
     with pytest.warns(CacheWarning, match="the run was not cached.*RuntimeError.*Free some space"):
         run = train.train_ssl(**tiny_run, out=out, progress=False)
     assert np.isfinite(run.final["knn_top1"]) and run.path == out
-    assert train.load_run(out).final["knn_top1"] == run.final["knn_top1"]
+    assert runs.load_run(out).final["knn_top1"] == run.final["knn_top1"]
     torch.load(out / "model.pt", weights_only=True)
     leftovers = [p for p in (isolated_cache / "runs").rglob("*") if p.is_file()]
     assert leftovers == []
@@ -140,9 +140,9 @@ def test_a_run_is_never_served_for_other_data(tiny_run, tmp_path):
 # --------------------------------------------------------------------------- replacing a cached run
 
 
-def _marked_run(mark: int) -> train.TrainResult:
+def _marked_run(mark: int) -> runs.TrainResult:
     """A small run whose every file says which writer wrote it."""
-    return train.TrainResult(
+    return runs.TrainResult(
         config={"mark": mark},
         history=[{"mark": mark}],
         final={"mark": mark},
@@ -156,7 +156,7 @@ def _keep_replacing(run_dir: str, mark: int, seconds: float) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a write that fails is a failure of the test
         while time.monotonic() < end:
-            assert train._save_run(_marked_run(mark), train.Path(run_dir)) is not None
+            assert runs._save_run(_marked_run(mark), runs.Path(run_dir)) is not None
 
 
 def test_a_reader_sees_the_old_run_or_the_new_one_never_neither_or_both(isolated_cache):
@@ -164,7 +164,7 @@ def test_a_reader_sees_the_old_run_or_the_new_one_never_neither_or_both(isolated
     "damaged" reads (each a retrain) and reads that mixed two runs' files; writers got
     "cannot be written (Directory not empty)"."""
     run_dir = isolated_cache / "runs" / "0123456789abcdef"
-    assert train._save_run(_marked_run(0), run_dir) is not None
+    assert runs._save_run(_marked_run(0), run_dir) is not None
     context = multiprocessing.get_context("spawn")
     writers = [context.Process(target=_keep_replacing, args=(str(run_dir), mark, 3.0)) for mark in (1, 2)]
     for writer in writers:
@@ -173,7 +173,7 @@ def test_a_reader_sees_the_old_run_or_the_new_one_never_neither_or_both(isolated
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a "damaged" warning fails the test
         while any(w.is_alive() for w in writers):
-            run = train._load(run_dir)
+            run = runs._load(run_dir)
             assert run is not None
             mark = run.final["mark"]
             assert run.config["mark"] == run.history[0]["mark"] == mark
@@ -183,11 +183,11 @@ def test_a_reader_sees_the_old_run_or_the_new_one_never_neither_or_both(isolated
             seen.add(mark)
     assert [w.exitcode for w in writers] == [0, 0]
     assert reads > 20 and seen & {1, 2}
-    current = train._current_version(run_dir)
+    current = runs._current_version(run_dir)
     # replaced versions go once no reader can be at them; only recent ones and the current stay
     os.utime(current, (time.time() - 3600,) * 2)
     for path in run_dir.iterdir():
         if path != current:
             os.utime(path, (time.time() - 3600,) * 2)
-    assert train._save_run(_marked_run(3), run_dir) is not None
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted(["current", train._current_version(run_dir).name])
+    assert runs._save_run(_marked_run(3), run_dir) is not None
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(["current", runs._current_version(run_dir).name])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import decorr_lite as dl
-from decorr_lite import cli, train
+from decorr_lite import cli, train, training
 from decorr_lite.data import cifar10
 from decorr_lite.losses import loss_spec
 from decorr_lite.train import TrainConfig, load_run, train_ssl
@@ -81,7 +81,7 @@ def test_cache_returns_the_same_run_without_training(tiny, monkeypatch, isolated
     def no_training(*args, **kwargs):
         raise AssertionError("trained again although the run is cached")
 
-    monkeypatch.setattr(train, "_train", no_training)
+    monkeypatch.setattr(training, "_train", no_training)
     second = train_ssl(progress=False, **tiny)
     assert second.from_cache and second.metrics == first.metrics
     with pytest.raises(AssertionError, match="trained again"):
@@ -168,7 +168,7 @@ def test_barlow_switches_match_the_loss_function(lambd):
 
 def test_learning_rate_schedule():
     config = TrainConfig(lr=1.0, warmup_fraction=0.1)
-    lrs = [train._lr_at(s, 100, config) for s in range(100)]
+    lrs = [training._lr_at(s, 100, config) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[10] == pytest.approx(1.0) and lrs[-1] < 0.001
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))

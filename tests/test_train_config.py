@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_run_settings
-from decorr_lite import cli, train
+from decorr_lite import cli, train, training
 from decorr_lite.train import TrainConfig, run_key
 
 BAD_FLAGS = [
@@ -62,13 +62,13 @@ def test_a_seed_or_count_of_the_wrong_kind_is_refused(field, value, error):
 
 
 def test_more_evaluation_points_than_steps_evaluates_every_step():
-    assert train.evaluation_steps(3, 1000) == [0, 1, 2, 3]
-    assert train.evaluation_steps(0, 6) == [0]
-    assert train.evaluation_steps(300, 6) == [0, 50, 100, 150, 200, 250, 300]
+    assert training.evaluation_steps(3, 1000) == [0, 1, 2, 3]
+    assert training.evaluation_steps(0, 6) == [0]
+    assert training.evaluation_steps(300, 6) == [0, 50, 100, 150, 200, 250, 300]
     # the same schedule as the set of rounded fractions whenever the latter is defined
     for total in range(0, 40):
         for points in range(1, 50):
-            assert train.evaluation_steps(total, points) == sorted(
+            assert training.evaluation_steps(total, points) == sorted(
                 {round(i * total / points) for i in range(points + 1)}
             )
 

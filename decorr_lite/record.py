@@ -1,0 +1,81 @@
+"""A run's record: what it computed (``TrainResult``) and the key it is stored under (``run_key``).
+
+Both the user's run cache (``runs``) and the run bank shipped with the package (``bank``) store
+runs by this key and read them back as a ``TrainResult``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .data import cifar10
+from .models import build_model
+from .settings import resolve_device, resolve_precision
+
+# Part of every cache key: bump it when a change to this file changes the numbers of a run.
+# 4: the relaxed sums are normalised before the power (rounding-level changes); 5: the evaluation
+# points use subsets of the final evaluation's sets, BatchNorm re-estimated on bn_images of its bank;
+# 6: the dimensional-collapse verdict reads the leading direction's share of the variance
+RUN_FORMAT = 6
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. ``metrics`` is what ``metrics.json`` holds; ``arrays`` the matrices."""
+
+    config: dict
+    history: list[dict]
+    final: dict
+    arrays: dict[str, np.ndarray] = field(repr=False)
+    path: Path | None = None
+    from_cache: bool = False  # loaded, from the user's run cache or from the run bank
+    state_dict: dict | None = field(default=None, repr=False)  # set for a run trained now
+    from_bank: bool = False  # shipped with the package (decorr_lite.bank): metrics and arrays, no weights
+
+    @property
+    def metrics(self) -> dict:
+        return {"config": self.config, "final": self.final, "history": self.history}
+
+    def series(self, key: str) -> np.ndarray:
+        """One recorded quantity over the evaluation points, e.g. ``series("knn_top1")``."""
+        return np.array([entry[key] for entry in self.history], dtype=float)
+
+    def load_model(self, map_location="cpu"):
+        """The trained model (encoder + projector), rebuilt and loaded from the run folder."""
+        if self.from_bank:
+            raise ValueError(
+                "a run from the run bank has no model weights (the bank ships metrics and arrays "
+                "only): train it here with train_ssl(..., use_bank=False)"
+            )
+        if self.path is None:
+            raise ValueError("this run was not saved (cache=False and no out=)")
+        model = build_model(self.config["encoder"], self.config["dim"], self.config["hidden_dim"], self.config["width"])
+        model.load_state_dict(torch.load(self.path / "model.pt", map_location=map_location, weights_only=True))
+        return model.eval()
+
+
+def run_key(config: TrainConfig, world_size: int = 1, *, portable: bool = False, precision: str | None = None) -> str:
+    """The cache key: a hash of every setting that changes what a run computes, of the data it
+    trains on (its checksum: a run trained on one copy of CIFAR-10 is never served for another)
+    and of the number of processes, when several train one run together (their augmentations
+    and BatchNorm statistics differ). Where the data lives is not part of it. ``portable``: the
+    run bank's key, which leaves out the data, the device and the precision, so that every
+    machine finds the bank's runs (each entry records what it was trained on and with).
+    ``precision``: the precision the run uses, when the caller has resolved it already."""
+    fields = {"format": RUN_FORMAT, **config.as_dict(), "data_root": None}
+    if portable:
+        fields["device"] = fields["precision"] = None
+    else:  # the precision a run actually uses ("auto" is bf16 on one machine and fp32 on another)
+        fields["precision"] = precision or resolve_precision(config.precision, resolve_device(config.device))
+        fields["data"] = cifar10.describe_source(config.data_root)["checksum"]
+    if world_size > 1:
+        fields["world_size"] = world_size
+    payload = json.dumps(fields, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
