@@ -13,6 +13,7 @@ import json
 import os
 import sys
 
+from .config import field_kinds
 from .losses import LOSSES, METHODS, loss_spec
 from .models import ENCODERS
 from .settings import PRECISIONS
@@ -21,11 +22,6 @@ from .training import build_bank
 
 HELP = {
     "loss": f"which loss: {' | '.join(LOSSES)}",
-    "sim_coeff": "VICReg invariance weight (0 switches the term off)",
-    "std_coeff": "VICReg variance weight (0 switches the term off)",
-    "cov_coeff": "VICReg covariance weight (0 switches the term off)",
-    "on_diag_coeff": "Barlow Twins on-diagonal weight (0 switches the term off)",
-    "lambd": "Barlow Twins off-diagonal weight (0 switches the term off)",
     "method": f"how the decorrelation term is computed: {' | '.join(METHODS)}",
     "block_size": "block size b of the FFT relaxation (default: b = dim, fully relaxed)",
     "exponent": "exponent q of the decorrelation penalty (2 for the exact losses; the FFT paper trains relaxed VICReg with 1)",
@@ -58,6 +54,15 @@ HELP = {
 }
 
 
+def _weight_flags() -> dict[str, list[str]]:
+    """Every registered loss's weights, by coefficient: the help text of each loss that has it."""
+    flags: dict[str, list[str]] = {}
+    for spec in LOSSES.values():
+        for term in spec.terms:
+            flags.setdefault(term.coefficient, []).append(f"{spec.title}: {term.describe()}")
+    return flags
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m decorr_lite", description="decorr-lite command line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -73,12 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        if f.name == "permutation":
-            train.add_argument("--no-permutation", dest="permutation", action="store_false", help=HELP[f.name])
+        if f.name == "weights":  # one flag per weight, below
             continue
-        kind = {"str": str, "float": float, "int": int}[str(f.type).split(" ")[0].replace("|", "").strip()]
+        if f.name == "permutation":
+            train.add_argument("--no-permutation", dest="permutation", action="store_false", help=HELP.get(f.name, ""))
+            continue
+        kind = {"str": str, "float": float, "int": int}[field_kinds(f)[0]]
         choices = {"loss": tuple(LOSSES), "method": METHODS, "encoder": ENCODERS, "precision": PRECISIONS}.get(f.name)
-        train.add_argument(flag, type=kind, default=f.default, choices=choices, help=HELP[f.name])
+        train.add_argument(flag, type=kind, default=f.default, choices=choices, help=HELP.get(f.name, ""))
+    weights = train.add_argument_group("weights", "each loss's weights, from its spec (the chosen loss's only)")
+    for coefficient, helps in _weight_flags().items():
+        weights.add_argument(
+            "--" + coefficient.replace("_", "-"), dest=coefficient, type=float, default=None, help="; ".join(helps)
+        )
     train.add_argument("--out", default=None, help="folder for metrics.json, arrays.npz and model.pt")
     train.add_argument(
         "--overwrite", action="store_true", help="let --out replace the run files a folder already holds"
@@ -170,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         return bank_main(args)
     out, no_cache, quiet, no_bank = args.pop("out"), args.pop("no_cache"), args.pop("quiet"), args.pop("no_bank")
     overwrite = args.pop("overwrite")
+    weights = {c: value for c in _weight_flags() if (value := args.pop(c)) is not None}
     if args["train_subset"] == 0:
         args["train_subset"] = None
     try:  # every setting, the device and --out are checked before any data is read
-        config = TrainConfig(**args)
+        config = TrainConfig(**args, weights=weights)
         check_runnable(config, out, overwrite=overwrite)
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -12,36 +12,56 @@ import math
 import numbers
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .data import cifar10
-from .losses import LOSSES, METHODS
+from .losses import LOSSES, loss_spec
 from .losses._checks import check_exponent, check_method
 from .models import ENCODERS
 from .settings import PRECISIONS, quick_mode
-
-_VICREG, _BARLOW = LOSSES["vicreg"].default, LOSSES["barlow"].default  # the weights' defaults
-
-# every loss's coefficients: TrainConfig has one field for each (a weight of 0 switches its term off)
-COEFFICIENTS = tuple(term.coefficient for spec in LOSSES.values() for term in spec.terms)
 
 MAX_SEED = 2**32 - 1  # scikit-learn's random_state and numpy's legacy seeds take at most this
 
 MAX_EVAL_POINTS = 1000
 
 
-@dataclass(frozen=True)
+class Weights(Mapping):
+    """A loss's weights by coefficient name (``{"sim_coeff": 25.0, ...}``), in its spec's order:
+    a read-only mapping that can be hashed, as a frozen configuration's field must be."""
+
+    def __init__(self, values: Mapping[str, float]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, name: str) -> float:
+        return self._values[name]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._values.items()))
+
+    def __repr__(self) -> str:
+        return repr(self._values)
+
+
+@dataclass(frozen=True, init=False)
 class TrainConfig:
-    """Every setting of a run. The cache key is a hash of all of them."""
+    """Every setting of a run; the run cache's key is a hash of them (``record.run_key``).
+
+    The loss's weights are one mapping, ``weights``, checked against the loss's spec
+    (``decorr_lite.losses.LOSSES``): a weight the spec does not know is an error, one it is not
+    given takes the spec's default, and a weight of 0 switches its term off. They may also be
+    passed as keywords: ``TrainConfig(loss="vicreg", std_coeff=0.0)`` is
+    ``TrainConfig(loss="vicreg", weights={"std_coeff": 0.0})``.
+    """
 
     loss: str = "vicreg"  # a name of decorr_lite.losses.LOSSES
-    # VICReg weights (a weight of 0 switches the term off)
-    sim_coeff: float = _VICREG("sim_coeff")
-    std_coeff: float = _VICREG("std_coeff")
-    cov_coeff: float = _VICREG("cov_coeff")
-    # Barlow Twins weights
-    on_diag_coeff: float = _BARLOW("on_diag_coeff")
-    lambd: float = _BARLOW("lambd")
+    weights: Weights | None = None  # the loss's weights by coefficient name (None: its defaults)
     # how the decorrelation term is computed
     method: str = "exact"
     block_size: int | None = None
@@ -77,12 +97,35 @@ class TrainConfig:
     # "auto": bf16 autocast where the device computes bf16 natively, else fp32 (settings.py)
     precision: str = "auto"
 
+    def __init__(self, loss: str = "vicreg", weights: Mapping[str, float] | None = None, **settings) -> None:
+        spec = loss_spec(loss)  # a clear error for an unknown loss
+        weights = dict(weights or {})
+        for name in [name for name in settings if name not in _FIELDS]:
+            weights[name] = settings.pop(name)  # a weight given as a keyword
+        unknown = [name for name in weights if name not in spec.defaults]
+        if unknown:
+            owners = {name: [o.name for o in LOSSES.values() if name in o.defaults] for name in unknown}
+            hints = "".join(f"; {name} weighs a term of {' and '.join(o)}" for name, o in owners.items() if o)
+            raise ValueError(
+                f"{', '.join(map(repr, unknown))} is neither a setting of TrainConfig nor a weight of {loss}, "
+                f"whose weights are {', '.join(spec.defaults)}{hints}"
+            )
+        for name, value in weights.items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} (a weight of {loss}) must be a number, got {value!r}")
+        object.__setattr__(self, "loss", loss)
+        object.__setattr__(self, "weights", Weights({**spec.defaults, **{k: float(v) for k, v in weights.items()}}))
+        for f in dataclasses.fields(self):
+            if f.name not in ("loss", "weights"):
+                object.__setattr__(self, f.name, settings.get(f.name, f.default))
+        self.__post_init__()
+
     def __post_init__(self) -> None:
         # sim_coeff=0 and sim_coeff=0.0 are the same run: store every float field as a float and
         # every int field as an int (numpy scalars from a sweep included), so that both give the
         # same cache key and the key can be written as JSON
         for f in dataclasses.fields(self):
-            value, kinds = getattr(self, f.name), _kinds(f)
+            value, kinds = getattr(self, f.name), field_kinds(f)
             if isinstance(value, bool) or value is None:
                 continue
             if "float" in kinds and isinstance(value, numbers.Real):
@@ -100,20 +143,22 @@ class TrainConfig:
         return int(round((1.0 if self.epochs is None else self.epochs) * per_epoch))
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field, the weights as a plain dict: ``TrainConfig(**config.as_dict())`` is ``config``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} | {"weights": dict(self.weights)}
 
 
 def _validate(c: TrainConfig) -> None:
     """Every setting, checked before any data is read, each error naming the field and the fix."""
     _check_types(c)
-    if c.loss not in LOSSES:
-        raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {c.loss!r}")
-    if c.method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {c.method!r}")
+    spec = loss_spec(c.loss)
+    if c.method not in spec.methods:
+        raise ValueError(f"method must be one of {spec.methods} for loss={c.loss!r}, got {c.method!r}")
     if c.encoder not in ENCODERS:
         raise ValueError(f"encoder must be one of {ENCODERS}, got {c.encoder!r}")
-    for name in (*COEFFICIENTS, "weight_decay", "warmup_fraction"):
-        value = getattr(c, name)
+    for name, value in [
+        *c.weights.items(),
+        *((name, getattr(c, name)) for name in ("weight_decay", "warmup_fraction")),
+    ]:
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     if not c.warmup_fraction <= 1:
@@ -175,7 +220,10 @@ def _validate(c: TrainConfig) -> None:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {c.precision!r}")
 
 
-def _kinds(f: dataclasses.Field) -> list[str]:
+_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def field_kinds(f: dataclasses.Field) -> list[str]:
     """The types a field's annotation names: ``"int | None"`` -> ``["int", "None"]``."""
     return str(f.type).replace(" ", "").split("|")
 
@@ -183,7 +231,9 @@ def _kinds(f: dataclasses.Field) -> list[str]:
 def _check_types(c: TrainConfig) -> None:
     """Each field has the type its annotation says (a float for an int field is a typo, not a run)."""
     for f in dataclasses.fields(c):
-        value, kinds = getattr(c, f.name), _kinds(f)
+        if f.name == "weights":  # checked against the loss's spec when the configuration is made
+            continue
+        value, kinds = getattr(c, f.name), field_kinds(f)
         if value is None and "None" in kinds:
             continue
         ok = {
@@ -211,8 +261,6 @@ def classroom_settings(quick: bool = False) -> dict:
     if quick is None:
         quick = quick_mode()
     if quick:
-        # Barlow Twins' lambda 0.0051 was tuned for d = 8192; at d = 256 and 60 steps it leaves
-        # the features below the untrained encoder's, 0.02 lifts them above (docs/training.md)
         return dict(
             encoder="small",
             width=16,
@@ -224,7 +272,6 @@ def classroom_settings(quick: bool = False) -> dict:
             eval_queries=1000,
             final_bank=2000,
             final_queries=1000,
-            lambd=0.02,
         )
     # every evaluation point on the final evaluation's sets: the curves start at the untrained
     # encoder's numbers and end at the run's final ones, as its table reports them

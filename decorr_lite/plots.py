@@ -367,7 +367,7 @@ def terms_figure(results: dict, terms: tuple[str, ...], *, title: str | None = N
     fig, axes = new_axes(len(terms), size=3.1)
     for ax, term in zip(axes, terms):
         for label, run in results.items():
-            weight = loss_spec(run.config["loss"]).weights(run.config).get(term, 1.0)
+            weight = loss_spec(run.config["loss"]).weights(run.config["weights"]).get(term, 1.0)
             history(ax, run, term, label=label + ("" if weight else " (off)"), ls="-" if weight else "--")
         ax.set_yscale("log")
         ax.set_title(f"{term.replace('_', '-')} term (unweighted)", fontsize=9)

@@ -19,11 +19,9 @@ from .data import cifar10
 from .models import build_model
 from .settings import resolve_device, resolve_precision
 
-# Part of every cache key: bump it when a change to this file changes the numbers of a run.
-# 4: the relaxed sums are normalised before the power (rounding-level changes); 5: the evaluation
-# points use subsets of the final evaluation's sets, BatchNorm re-estimated on bn_images of its bank;
-# 6: the dimensional-collapse verdict reads the leading direction's share of the variance
-RUN_FORMAT = 6
+# Part of every key: bump it when a change changes a run's numbers or the key's layout (the
+# formats and what changed with each: docs/run_bank.md)
+RUN_FORMAT = 7
 
 
 @dataclass

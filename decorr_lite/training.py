@@ -137,7 +137,7 @@ def build_loss(config: TrainConfig, distributed: bool = False) -> DecorrelationL
     curves; with ``distributed``, of the global batch over every process."""
     spec = loss_spec(config.loss)
     return spec.module(
-        **{coefficient: getattr(config, coefficient) for coefficient in spec.defaults},
+        **config.weights,
         method=config.method,
         block_size=config.block_size,
         exponent=config.exponent,
@@ -376,7 +376,7 @@ def prepare_model(model, channels_last: bool = True):
 
 
 def _describe(config: TrainConfig, precision: str) -> str:
-    terms = " ".join(f"{term.label} {getattr(config, term.coefficient):g}" for term in loss_spec(config.loss).terms)
+    terms = " ".join(f"{term.label} {config.weights[term.coefficient]:g}" for term in loss_spec(config.loss).terms)
     return f"{config.loss} ({terms}, {config.method}, {precision})"
 
 

@@ -251,7 +251,8 @@ class TrainPanel:
 
         terms = term_controls(loss)  # a clear error for an unknown loss
         self.loss, self.draw, self.settings = loss, draw, dict(settings or {})
-        given = {k: float(self.settings[k]) for k in terms if k in self.settings}
+        weights = {**(self.settings.pop("weights", None) or {}), **self.settings}  # a mapping, or keywords
+        given = {k: float(weights[k]) for k in terms if k in weights}
         for k, weight in given.items():
             if not (math.isfinite(weight) and weight >= 0):
                 raise ValueError(f"{k} must be a finite number >= 0, got {self.settings[k]!r}")
@@ -343,7 +344,7 @@ class TrainPanel:
 
     def _describe(self, config=None) -> str:
         config = config or self.config()
-        on = [f"{box.description} {getattr(config, k):.3g}" for k, box in self.checkboxes.items() if getattr(config, k)]
+        on = [f"{box.description} {config.weights[k]:.3g}" for k, box in self.checkboxes.items() if config.weights[k]]
         return f"{self.loss}, d = {config.dim}, terms on: {', '.join(on) or 'none'}"
 
     def update(self, change=None) -> None:

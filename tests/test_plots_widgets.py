@@ -203,10 +203,10 @@ def test_train_panel_trains_caches_and_toggles(tiny_settings):
     assert panel.progress.value == panel.progress.max == 4 and panel.train_button.disabled
     full = panel.result
     panel.controls["std_coeff_on"].value = False  # a new combination waits for the button
-    assert panel.result is None and panel.config().std_coeff == 0.0 and panel.config().sim_coeff == 25.0
+    assert panel.result is None and panel.config().weights["std_coeff"] == 0.0 and panel.config().weights["sim_coeff"] == 25.0
     panel.train_button.click()
     panel.join()
-    assert panel.trained == 2 and panel.result.config["std_coeff"] == 0.0
+    assert panel.trained == 2 and panel.result.config["weights"]["std_coeff"] == 0.0
     panel.controls["std_coeff_on"].value = True  # back: memoised, no training
     assert panel.result is full and panel.trained == 2
     # a new panel finds both runs in the disk cache
@@ -225,7 +225,7 @@ def test_train_panel_step_slider_and_barlow_terms(tiny_settings):
     panel = widgets.TrainPanel("barlow", draw=draw, settings=tiny_settings, step_slider=True)
     assert set(panel.checkboxes) == {"on_diag_coeff", "lambd"}
     panel.controls["lambd_on"].value = False
-    assert panel.config().lambd == 0.0 and panel.config().loss == "barlow"
+    assert panel.config().weights["lambd"] == 0.0 and panel.config().loss == "barlow"
     panel.train()
     panel.join()
     assert list(panel.controls["step"].options) == [0, 2, 4] and panel.controls["step"].value == 4
@@ -243,10 +243,10 @@ def test_train_panel_uses_the_weights_its_settings_give(tiny_settings):
     """A term switched on has the settings' weight (quick mode's lambd), so the panel's runs are
     the notebook's runs; without one in the settings, the loss's default."""
     panel = widgets.TrainPanel("barlow", draw=lambda result, at: None, settings={**tiny_settings, "lambd": 0.02})
-    assert panel.config().lambd == 0.02
+    assert panel.config().weights["lambd"] == 0.02
     panel.controls["lambd_on"].value = False
-    assert panel.config().lambd == 0.0
-    assert widgets.TrainPanel("barlow", draw=lambda result, at: None, settings=tiny_settings).config().lambd == 0.0051
+    assert panel.config().weights["lambd"] == 0.0
+    assert widgets.TrainPanel("barlow", draw=lambda result, at: None, settings=tiny_settings).config().weights["lambd"] == 0.0051
 
 
 def _wait_for(condition, timeout: float = 60.0) -> None:
@@ -309,11 +309,11 @@ def test_train_panel_weights_and_width_are_new_settings(tiny_settings):
     slider = panel.controls["cov_coeff"]
     assert slider.value == pytest.approx(1.0) and slider.min == pytest.approx(-2) and slider.max == pytest.approx(1)
     slider.value = 10.0
-    assert panel.config().cov_coeff == pytest.approx(10.0) and panel.result is None
+    assert panel.config().weights["cov_coeff"] == pytest.approx(10.0) and panel.result is None
     panel.controls["cov_coeff_on"].value = False  # off wins over its weight
-    assert panel.config().cov_coeff == 0.0
+    assert panel.config().weights["cov_coeff"] == 0.0
     panel.controls["dim"].value = 256
-    assert panel.config().dim == 256 and panel.config().sim_coeff == 25.0
+    assert panel.config().dim == 256 and panel.config().weights["sim_coeff"] == 25.0
 
 
 def test_train_panel_draws_a_bank_run_without_training(tiny_settings, tmp_path, monkeypatch):
@@ -341,7 +341,7 @@ def test_train_panel_draws_every_ready_combination_ahead(tiny_settings, tmp_path
     drawn = []
 
     def draw(result):
-        drawn.append(result.config["std_coeff"])
+        drawn.append(result.config["weights"]["std_coeff"])
         return plots.new_axes(1)[0]
 
     panel = widgets.TrainPanel("vicreg", draw=draw, settings=tiny_settings)  # outside a kernel: drawn at once

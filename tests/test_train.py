@@ -214,7 +214,7 @@ def test_cli_writes_metrics_and_prints_a_summary(tiny, tmp_path, capsys):
             "--out", str(tmp_path / "x"), "--quiet"]  # fmt: skip
     assert cli.main(argv) == 0
     metrics = json.loads((tmp_path / "x" / "metrics.json").read_text())
-    assert metrics["config"]["std_coeff"] == 0.0 and metrics["config"]["train_subset"] is None
+    assert metrics["config"]["weights"]["std_coeff"] == 0.0 and metrics["config"]["train_subset"] is None
     assert FINAL_KEYS <= set(metrics["final"]) and len(metrics["history"]) == 2
     out = capsys.readouterr().out
     assert "final: kNN top-1" in out and "covariance" in out and str(tmp_path / "x") in out
@@ -294,7 +294,7 @@ def test_cached_run_and_float_fields(tiny):
     assert train.cached_run(**tiny) is None
     trained = train_ssl(progress=False, **{**tiny, "std_coeff": 0})
     # std_coeff=0 and std_coeff=0.0 are the same configuration, hence the same cached run
-    assert TrainConfig(**{**tiny, "std_coeff": 0}).std_coeff == 0.0
+    assert TrainConfig(**{**tiny, "std_coeff": 0}).weights["std_coeff"] == 0.0
     assert train.run_key(TrainConfig(**{**tiny, "std_coeff": 0})) == train.run_key(
         TrainConfig(**{**tiny, "std_coeff": 0.0})
     )
@@ -372,7 +372,7 @@ def test_torchrun_trains_with_two_processes(tiny, tmp_path):
 
 def test_train_runs_trains_each_labelled_run_once(tiny, capsys):
     runs = train.train_runs({"full": {}, "variance off": {"std_coeff": 0}}, tiny)
-    assert list(runs) == ["full", "variance off"] and runs["variance off"].config["std_coeff"] == 0.0
+    assert list(runs) == ["full", "variance off"] and runs["variance off"].config["weights"]["std_coeff"] == 0.0
     first = capsys.readouterr().out.splitlines()
     # each run says first that it must train (and from which data), then how long it took
     assert len(first) == 4 and first[3].startswith("variance off") and "s to train and evaluate" in first[3]

@@ -42,7 +42,7 @@ def test_numpy_scalars_from_a_sweep_are_plain_numbers_and_give_the_same_key():
     swept = TrainConfig(
         seed=np.int64(3), steps=np.int32(10), dim=np.uint16(64), lr=np.float64(1e-3), std_coeff=np.float64(0)
     )
-    assert type(swept.seed) is int and type(swept.steps) is int and type(swept.std_coeff) is float
+    assert type(swept.seed) is int and type(swept.steps) is int and type(swept.weights["std_coeff"]) is float
     assert run_key(swept) == run_key(plain)
     assert type(TrainConfig(lr=np.float32(0.5)).lr) is float
 

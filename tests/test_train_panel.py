@@ -216,10 +216,10 @@ def test_a_term_the_settings_weigh_zero_starts_switched_off(cache, settings, los
     default = widgets.term_controls(loss)[term][1]
     panel = widgets.TrainPanel(loss, draw=lambda result, at=None: draw(result), settings={**settings, term: 0.0})
     box, slider = panel.controls[f"{term}_on"], panel.controls[term]
-    assert not box.value and getattr(panel.config(), term) == 0.0
+    assert not box.value and panel.config().weights[term] == 0.0
     assert slider.value == pytest.approx(default) and 10**slider.min < slider.value < 10**slider.max
     box.value = True  # switched on: the loss's default weight
-    assert getattr(panel.config(), term) == pytest.approx(default)
+    assert panel.config().weights[term] == pytest.approx(default)
 
 
 def test_a_negative_weight_in_the_settings_is_refused_by_name(cache, settings):

@@ -14,6 +14,12 @@ class Term:
     coefficient: str  # the argument that weighs it: "sim_coeff"
     default: float  # the paper's weight
     label: str  # for people: "invariance", "on-diagonal"
+    help: str = ""  # what the weight does, for the command line's --help
+
+    def describe(self) -> str:
+        """The weight's help text, with its default."""
+        what = self.help or f"weight of the {self.label} term"
+        return f"{what} (default {self.default:g}; 0 switches the term off)"
 
 
 @dataclass(frozen=True)
@@ -24,9 +30,7 @@ class LossSpec:
     terms_function: Callable  # f(z1, z2, *, terms=..., method=..., ...) -> {term name: tensor}
     loss_function: Callable  # f(z1, z2, *, <coefficients>, method=..., ...) -> tensor
     module: type  # the torch.nn.Module form of the loss
-    methods: tuple[str, ...]  # how the decorrelation term may be computed
-    relaxed_exponent: float  # the exponent q to train with method="fft"
-    options: tuple[str, ...] = ()  # the loss's own keyword arguments beyond the shared ones
+    methods: tuple[str, ...]  # how the decorrelation term may be computed: what a configuration may ask for
 
     @property
     def defaults(self) -> dict[str, float]:

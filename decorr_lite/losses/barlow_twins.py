@@ -268,6 +268,5 @@ SPEC = LossSpec(
     loss_function=barlow_twins_loss,
     module=BarlowTwinsLoss,
     methods=METHODS,
-    relaxed_exponent=2.0,
 )
 BarlowTwinsLoss.spec = SPEC

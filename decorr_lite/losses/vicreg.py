@@ -318,7 +318,5 @@ SPEC = LossSpec(
     loss_function=vicreg_loss,
     module=VICRegLoss,
     methods=METHODS,
-    relaxed_exponent=1.0,
-    options=("gamma", "eps"),
 )
 VICRegLoss.spec = SPEC
