@@ -6,6 +6,10 @@ so peak memory is the growth of the process's resident-set high-water mark (VmHW
 through /proc/self/clear_refs) during one pass, and a fresh process keeps one case's freed but
 still-mapped memory from hiding the next case's peak. On CUDA it is torch's own
 ``max_memory_allocated``. Time is the median wall time of several passes after one warm-up.
+
+The notebooks time with one fixed protocol instead (``timed``: cases in turn, one thread, CPU
+time) and check their timing claims once, with a tolerance widened by the noise that the same run
+measured (``noise_factor``, ``tolerance``, ``check_slope``, ``check_ratio``, ``check_crossing``).
 """
 
 from __future__ import annotations
@@ -124,20 +128,23 @@ def measure_isolated(
     return _run_worker(payload, timeout, case)
 
 
-def alternate(steps, pairs: int, device: str = "cpu") -> tuple[list[list[float]], list[list[int]]]:
+def alternate(
+    steps, pairs: int, device: str = "cpu", clock=time.perf_counter
+) -> tuple[list[list[float]], list[list[int]]]:
     """Run each step once (warm-up: plans, allocator, caches), then ``pairs`` rounds of one timed
-    pass of each, in turn, so that all see the same machine. Returns, per step, the wall time of
-    each pass and its minor page faults (first touches of fresh memory)."""
+    pass of each, in turn, so that all see the same machine. Returns, per step, the time of each
+    pass on ``clock`` (wall time by default; ``time.process_time`` for the process's CPU time) and
+    its minor page faults (first touches of fresh memory)."""
     for step in steps:
         step()
     times: list[list[float]] = [[] for _ in steps]
     faults: list[list[int]] = [[] for _ in steps]
     for _ in range(pairs):
         for step, record, faulted in zip(steps, times, faults):
-            before, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+            before, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, clock()
             step()
             synchronize(device)
-            record.append(time.perf_counter() - t0)
+            record.append(clock() - t0)
             faulted.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     return times, faults
 
@@ -248,18 +255,186 @@ def expect(ok: bool, claim: str, measured: str) -> bool:
     return False
 
 
-def retimed(cases: list[Case], passes: int, good, retries: int = 1) -> list[dict]:
-    """``time_alternated(cases, passes)``, timed again (up to ``retries`` more times, keeping
-    every pass) while ``good(results)`` is False: one noisy spell should not decide a claim."""
-    results = time_alternated(cases, passes)
-    for _ in range(retries):
-        if good(results):
-            break
-        again = time_alternated(cases, passes)
-        for r, more in zip(results, again):
-            r["times"] = r["times"] + more["times"]
-            r["seconds"] = statistics.median(r["times"])
-    return results
+# The notebooks' fixed timing protocol and their noise-tolerant claims.
+#
+# A claim about timings (a fitted slope, a ratio of two times) is checked once, on one run of a
+# fixed protocol (``timed``), and its tolerance is widened by the noise that this same run
+# measured (``noise_factor``): on a quiet machine the claims are as tight as written, on a busy
+# one they loosen by what the run itself saw, up to ``NOISE_CAP``, beyond which a regression
+# could hide in the noise.
+
+NOISE_CAP = 2.0
+
+
+def timed(cases: list[Case], passes: int = 5, threads: int = 1) -> list[dict]:
+    """Time cases (on one device) once, with a fixed protocol; the notebooks' measurement.
+
+    * Alternated (``alternate``): one warm-up pass of each case, then ``passes`` rounds of one
+      pass of each, so that a busy spell slows every case alike.
+    * On the CPU, in ``threads`` threads (one by default), timed on the process's CPU time. The
+      threads of a pass meet at the end of every parallel operation; on a machine with other work
+      the system deschedules one of them now and then and the others wait for it, spinning (so
+      that even their CPU time counts the wait). On a 2-core host beside two busy processes that
+      made two-thread passes 3 to 30 times slower, the short ones most, which bends slopes and
+      ratios beyond what any tolerance could allow. One thread waits for nobody, and its CPU time
+      leaves out the time other processes ran: what remains is the code's cost, plus what the
+      others do to the caches, which ``noise_factor`` sees.
+    * On CUDA: wall time after synchronising (the GPU's work is not the process's CPU time).
+
+    Returns, per case in order: its fields, ``label``, the time of each pass (``times``), the
+    fastest of them (``fastest``: a busy machine only adds time, so it is the steadiest estimate
+    of the cost, and what the claims use), their median (``seconds``), ``clock`` and ``threads``.
+    """
+    device = cases[0].device
+    on_cpu = not device.startswith("cuda")
+    clock = time.process_time if on_cpu else time.perf_counter
+    previous = torch.get_num_threads()
+    if on_cpu:
+        torch.set_num_threads(threads)
+    try:
+        times, _ = alternate([_forward_backward(c) for c in cases], passes, device, clock=clock)
+        used = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+    return [
+        {
+            **asdict(c),
+            "label": c.label,
+            "times": t,
+            "fastest": min(t),
+            "seconds": statistics.median(t),
+            "clock": "cpu" if on_cpu else "wall",
+            "threads": used if on_cpu else None,
+        }
+        for c, t in zip(cases, times)
+    ]
+
+
+def timed_run(cases: list[Case], passes: int = 5) -> tuple[list[dict], float]:
+    """``timed``, then the run's ``noise_factor`` and ``tolerance``: prints them, for the reader,
+    and returns the results and the tolerance for the claims on them."""
+    rows = timed(cases, passes)
+    noise = noise_factor(rows)
+    tol = tolerance(noise)
+    capped = f" (capped at {NOISE_CAP:g})" if tol < noise else ""
+    threads = rows[0]["threads"]
+    how = f"{rows[0]['clock']} time" + (f", {threads} thread{'s' * (threads != 1)}" if threads else "")
+    print(
+        f"timed {len(cases)} cases x {passes} passes, in turn ({how}): noise x{noise:.2f} (median pass / fastest "
+        f"pass), so the claims on them tolerate x{tol:.2f}{capped}"
+    )
+    return rows, tol
+
+
+def noise_factor(results: list[dict]) -> float:
+    """The noise of one timed run: over its cases, the median of (median pass / fastest pass).
+
+    1.0 when every case's passes agreed; 1.3 when a typical case's middle pass was 30 % slower
+    than its fastest. A case's fastest pass may be off from its cost by about as much, so this is
+    the factor by which the run's claims are widened (``tolerance``). Needs at least 3 passes a
+    case (with 2 the median is their mean, and a single slow pass halves in weight)."""
+    if not results or min(len(r["times"]) for r in results) < 3:
+        raise ValueError("noise_factor needs at least one case, each timed at least 3 times")
+    return statistics.median(statistics.median(r["times"]) / min(r["times"]) for r in results)
+
+
+def tolerance(noise: float, cap: float = NOISE_CAP) -> float:
+    """The factor a claim tolerates for a run of this ``noise``: the noise, at least 1 and at most
+    ``cap`` (beyond it a claim would let a real regression pass, such as an O(d) loss gone O(d^2))."""
+    return min(max(float(noise), 1.0), cap)
+
+
+def slope_error(xs, tol: float) -> float:
+    """How far a fitted slope (``fit_slope``) can move when each time may be up to ``tol`` times
+    too slow: the slope is fitted by least squares to log(time) against log(x), so the most is
+    log(tol) * sum(dx for dx > 0) / sum(dx^2), dx the deviations of log(x) from their mean. That
+    is log(tol) / log(R) for two or three evenly spaced sizes spanning a factor R, somewhat more
+    for more sizes (1.2 times for four or five); 0 for ``tol`` = 1."""
+    import numpy as np
+
+    lx = np.log(np.asarray(xs, dtype=float))
+    dx = lx - lx.mean()
+    if len(lx) < 2 or not (dx**2).sum() > 0:
+        raise ValueError("slope_error needs at least two distinct sizes")
+    return float(np.log(tol) * dx[dx > 0].sum() / (dx**2).sum())
+
+
+def widen(band: tuple[float, float], xs, tol: float) -> tuple[float, float]:
+    """A slope band ``(lo, hi)`` for sizes ``xs``, widened on each side by ``slope_error(xs, tol)``."""
+    w = slope_error(xs, tol)
+    return band[0] - w, band[1] + w
+
+
+def check(ok: bool, claim: str, measured: str, allowance: str) -> bool:
+    """Print one line for the reader (the claim, what this run measured and the allowance made for
+    its noise), then ``expect`` (an error under ``DECORR_STRICT=1``, else a note). Returns ``ok``."""
+    print(f"{'holds' if ok else 'FAILS'}: {claim} | measured {measured} | {allowance}")
+    return expect(ok, claim, f"{measured} ({allowance})")
+
+
+def check_slope(what: str, xs, times, band: tuple[float, float], tol: float, var: str = "d") -> bool:
+    """Check that ``times`` grow like ``var``^p with p in ``band``, widened for noise ``tol``."""
+    p = fit_slope(xs, times)
+    lo, hi = widen(band, xs, tol)
+    return check(
+        lo < p < hi,
+        f"{what} grows like {var}^p, p in ({band[0]:g}, {band[1]:g})",
+        f"p = {p:.2f}",
+        f"noise x{tol:.2f} over {var} = {min(xs)}..{max(xs)}: p in ({lo:.2f}, {hi:.2f}) accepted",
+    )
+
+
+def ratio_holds(a: float, b: float, at_least: float | None = None, at_most: float | None = None, tol: float = 1.0):
+    """Whether a / b >= ``at_least`` and <= ``at_most``, for times that may each be up to ``tol``
+    times too slow: the measured ratio may then be off by ``tol`` either way, so the bounds are
+    ``at_least / tol`` and ``at_most * tol``."""
+    r = a / b
+    return (at_least is None or r >= at_least / tol) and (at_most is None or r <= at_most * tol)
+
+
+def check_ratio(
+    claim: str, a: float, b: float, at_least: float | None = None, at_most: float | None = None, tol: float = 1.0
+) -> bool:
+    """Check a claim on the ratio of two times (seconds), widened for noise ``tol`` (``ratio_holds``)."""
+    bounds = []
+    if at_least is not None:
+        bounds.append(f">= {at_least / tol:.2f}")
+    if at_most is not None:
+        bounds.append(f"<= {at_most * tol:.2f}")
+    return check(
+        ratio_holds(a, b, at_least, at_most, tol),
+        claim,
+        f"{1000 * a:.1f} ms / {1000 * b:.1f} ms = {a / b:.2f}",
+        f"noise x{tol:.2f}: ratio {' and '.join(bounds)} accepted",
+    )
+
+
+def crossing(xs, a, b, tol: float = 1.0) -> tuple:
+    """Where times ``a`` overtake times ``b`` along sizes ``xs``: the first x where a > b as
+    measured, the first where a > b * tol (slower beyond the noise) and the first where
+    a * tol > b (slower within the noise); None where there is none."""
+
+    def first(pred):
+        return next((x for x, ta, tb in zip(xs, a, b) if pred(ta, tb)), None)
+
+    return first(lambda ta, tb: ta > tb), first(lambda ta, tb: ta > tb * tol), first(lambda ta, tb: ta * tol > tb)
+
+
+def check_crossing(what: str, xs, a, b, near: float, factor: float, tol: float = 1.0, var: str = "n") -> bool:
+    """Check that times ``a`` overtake times ``b`` within ``factor`` of ``var`` = ``near``.
+
+    Fails if ``a`` is slower beyond the noise already below near / factor, or is not slower even
+    within the noise up to near * factor (when the sizes reach it); see ``crossing``."""
+    measured, surely, maybe = crossing(xs, a, b, tol)
+    seen = {x: "nowhere" if x is None else f"{var} = {x}" for x in (surely, maybe)}
+    too_early = surely is not None and surely < near / factor
+    too_late = max(xs) >= near * factor and (maybe is None or maybe > near * factor)
+    return check(
+        not (too_early or too_late),
+        f"{what} within a factor {factor:g} of {var} = {near:g}",
+        f"from {var} = {measured} on" if measured is not None else f"not up to {var} = {max(xs)}",
+        f"noise x{tol:.2f}: slower beyond the noise from {seen[surely]}, within it from {seen[maybe]}",
+    )
 
 
 def peak_memory(cases: list[Case], timeout: float = 900.0) -> list[int]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_run_settings
-from decorr_lite.benchmark import Case, measure, measure_isolated, measure_pair, time_alternated
+from decorr_lite.benchmark import Case, alternate, measure, measure_isolated, measure_pair, time_alternated, timed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -212,16 +212,188 @@ def test_expect_notes_a_failed_timing_claim_in_a_notebook_and_fails_the_test_sui
         expect(False, "exact to grow like d^2", "p = 1.10")
 
 
-def test_retimed_times_again_only_while_the_claim_fails():
-    from decorr_lite.benchmark import retimed
+def _rows(*times):
+    return [{"times": list(t)} for t in times]
 
-    cases = [Case("barlow", n=16, d=32, method="fft"), Case("barlow", n=16, d=64, method="fft")]
-    once = retimed(cases, 2, good=lambda rs: True, retries=2)
-    assert [len(r["times"]) for r in once] == [2, 2]
-    calls = []
-    never = retimed(cases, 2, good=lambda rs: calls.append(1) or False, retries=2)
-    assert [len(r["times"]) for r in never] == [6, 6] and len(calls) == 2  # every pass kept, then it gives up
-    assert all(r["seconds"] == statistics.median(r["times"]) for r in never)
+
+def test_noise_factor_is_the_median_over_cases_of_median_over_fastest():
+    from decorr_lite.benchmark import noise_factor
+
+    assert noise_factor(_rows([1.0, 1.0, 1.0], [0.5, 0.5, 0.5, 0.5, 0.5])) == 1.0  # passes agreed
+    # per case, median / min: 1.0, 1.2 (a single slow pass does not count), 1.25; their median
+    assert noise_factor(_rows([1.0, 1.0, 1.0], [1.0, 1.2, 5.0], [2.0, 3.0, 2.5])) == pytest.approx(1.2)
+    # one case disturbed throughout does not decide it; most cases disturbed does
+    assert noise_factor(_rows([1, 1, 1], [1, 1, 1], [1, 3, 3])) == 1.0
+    assert noise_factor(_rows([1, 2, 2], [1, 1.5, 2], [1, 1, 1])) == 1.5
+    with pytest.raises(ValueError, match="at least 3"):
+        noise_factor(_rows([1.0, 2.0]))
+    with pytest.raises(ValueError):
+        noise_factor([])
+
+
+def test_tolerance_is_the_noise_between_one_and_the_cap():
+    from decorr_lite.benchmark import NOISE_CAP, tolerance
+
+    assert tolerance(0.97) == 1.0 and tolerance(1.0) == 1.0 and tolerance(1.3) == 1.3
+    assert tolerance(7.5) == NOISE_CAP == 2.0 and tolerance(1.5, cap=1.2) == 1.2
+
+
+def test_widened_band_arithmetic():
+    """log(tol) / log(R) each side for two or three evenly spaced sizes spanning R; 1.2 times that
+    for four or five (least squares weighs the ends less); nothing for tol = 1."""
+    import math
+
+    from decorr_lite.benchmark import slope_error, widen
+
+    assert widen((0.5, 1.5), [1024, 4096, 16384], 2.0) == pytest.approx((0.25, 1.75))  # log 2 / log 16
+    assert widen((1.5, 3.0), [1024, 4096], 2.0) == pytest.approx((1.0, 3.5))  # log 2 / log 4
+    assert widen((1.5, 3.0), [1024, 2048, 4096], 1.0) == (1.5, 3.0)
+    assert slope_error([256, 512, 1024, 2048], 1.1) == pytest.approx(1.2 * math.log(1.1) / math.log(8))
+    assert slope_error([1, 2, 4, 8, 16], 1.1) == pytest.approx(1.2 * math.log(1.1) / math.log(16))
+    with pytest.raises(ValueError):
+        slope_error([64, 64], 1.5)
+
+
+def test_slope_error_bounds_every_noise_of_that_size_and_is_reached():
+    """Times each up to tol too slow move the fitted slope by at most slope_error, and by exactly
+    that when the largest sizes are the slow ones."""
+    import numpy as np
+
+    from decorr_lite.benchmark import fit_slope, slope_error
+
+    xs, tol = np.array([128, 256, 512, 1024, 2048, 4096]), 1.3
+    true = xs**1.7
+    w = slope_error(xs, tol)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        moved = fit_slope(xs, true * rng.uniform(1, tol, len(xs))) - 1.7
+        assert abs(moved) <= w + 1e-12
+    worst = true * np.where(xs > np.exp(np.log(xs).mean()), tol, 1.0)
+    assert fit_slope(xs, worst) - 1.7 == pytest.approx(w)
+
+
+def test_ratio_holds_tolerates_the_noise_either_way():
+    from decorr_lite.benchmark import ratio_holds
+
+    assert not ratio_holds(1.9, 1.0, at_least=2) and ratio_holds(1.9, 1.0, at_least=2, tol=1.1)
+    assert not ratio_holds(3.2, 1.0, at_most=3) and ratio_holds(3.2, 1.0, at_most=3, tol=1.1)
+    assert ratio_holds(2.5, 1.0, at_least=2, at_most=3) and not ratio_holds(3.5, 1.0, at_least=2, at_most=3, tol=1.1)
+
+
+def test_claims_print_what_was_measured_and_the_tolerance(monkeypatch, capsys):
+    from decorr_lite.benchmark import check_ratio, check_slope
+
+    monkeypatch.setenv("DECORR_STRICT", "1")
+    ds = [1024, 4096, 16384]
+    assert check_slope("the time of fft", ds, [d * 1e-6 for d in ds], (0.5, 1.5), 2.0)
+    out = capsys.readouterr().out
+    assert out.startswith("holds: the time of fft grows like d^p, p in (0.5, 1.5) | measured p = 1.00")
+    assert "noise x2.00 over d = 1024..16384: p in (0.25, 1.75) accepted" in out
+    assert check_ratio("exact at least twice as slow as fft", 0.3, 0.1, at_least=2, tol=1.25)
+    assert "measured 300.0 ms / 100.0 ms = 3.00 | noise x1.25: ratio >= 1.60 accepted" in capsys.readouterr().out
+
+
+def test_a_noisy_but_correct_measurement_passes_only_with_the_noise_tolerance(monkeypatch):
+    """exact ~ d^1.5 at the band's edge, its smallest size measured 30 % slow: outside the band
+    as written, inside it widened by the noise that the run measured."""
+    from decorr_lite.benchmark import check_slope
+
+    monkeypatch.setenv("DECORR_STRICT", "1")
+    ds = [1024, 2048, 4096]
+    times = [d**1.5 * f for d, f in zip(ds, (1.3, 1.0, 1.0))]
+    with pytest.raises(AssertionError, match="p = 1.31"):
+        check_slope("the time of exact", ds, times, (1.5, 3.0), 1.0)
+    assert check_slope("the time of exact", ds, times, (1.5, 3.0), 1.3)
+
+
+def test_a_regression_still_fails_at_the_loosest_tolerance(monkeypatch):
+    """However noisy the run, the tolerance stops at the cap, where these still fail: fft gone
+    O(d^2), gram gone O(d^2), exact no slower than fft, b = mid four times b = d."""
+    from decorr_lite.benchmark import check_ratio, check_slope, tolerance
+
+    monkeypatch.setenv("DECORR_STRICT", "1")
+    loosest = tolerance(100.0)
+    ds = [1024, 4096, 16384]
+    for m in ("fft", "gram"):
+        with pytest.raises(AssertionError, match="p = 2.00"):
+            check_slope(f"the time of {m}", ds, [d**2 * 1e-9 for d in ds], (0.5, 1.5), loosest)
+    with pytest.raises(AssertionError, match="exact at least twice as slow as fft"):
+        check_ratio("exact at least twice as slow as fft", 0.02, 0.021, at_least=2, tol=loosest)
+    with pytest.raises(AssertionError, match="= 7.00"):
+        check_ratio("b = 256 costs at most 3 times b = d", 0.07, 0.01, at_most=3, tol=loosest)
+
+
+def test_crossing_and_its_claim(monkeypatch, capsys):
+    from decorr_lite.benchmark import check_crossing, crossing
+
+    monkeypatch.setenv("DECORR_STRICT", "1")
+    ns = [128, 256, 512, 1024, 2048]
+    exact = [n * 1e-6 for n in ns]
+    gram = [n * n / 1024 * 1.1e-6 for n in ns]  # overtakes exact at n = 1024 (10 % slower there)
+    assert crossing(ns, gram, exact) == (1024, 1024, 1024)
+    assert crossing(ns, gram, exact, tol=1.2) == (1024, 2048, 1024)
+    assert crossing(ns, exact, exact) == (None, None, None)
+    assert check_crossing("gram becomes slower than exact", ns, gram, exact, near=1024, factor=4)
+    assert "measured from n = 1024 on" in capsys.readouterr().out
+    late = [t / 16 for t in gram]  # slower than exact only from n = 16 d on
+    assert check_crossing("x", ns, late, exact, near=1024, factor=4)  # the sweep ends before 4 d: not seen is fine
+    with pytest.raises(AssertionError, match="not up to n = 4096"):  # the sweep reaches 4 d, still faster
+        check_crossing("x", [*ns, 4096], [*late, 4096**2 / 1024 * 1.1e-6 / 16], [*exact, 4096e-6], 1024, 4)
+    early = [t * 12 for t in gram]  # 1.65 times slower already at n = d / 8
+    with pytest.raises(AssertionError, match="from n = 128 on"):
+        check_crossing("x", ns, early, exact, near=1024, factor=4)
+    assert check_crossing("x", ns, early, exact, near=1024, factor=4, tol=2.0)  # within a noise of 2, from d / 4
+
+
+def test_alternate_on_cpu_time_leaves_out_time_not_running():
+    """A pass that waits (here: sleeps, as when the system runs another process) takes wall time
+    but no CPU time: the notebooks' clock counts only what the code itself costs."""
+    import time
+
+    (wall,), _ = alternate([lambda: time.sleep(0.05)], 2)
+    (cpu,), _ = alternate([lambda: time.sleep(0.05)], 2, clock=time.process_time)
+    assert min(wall) >= 0.05 and max(cpu) < 0.02
+
+
+def test_timed_counts_one_threads_cpu_time(monkeypatch):
+    """Inside ``timed`` a pass runs in one thread, and time it spends not running (a sleep here,
+    another process's turn on a busy machine) does not count."""
+    import time
+
+    import torch
+
+    from decorr_lite import benchmark
+
+    seen = []
+
+    def waiting(case):
+        return lambda: (seen.append(torch.get_num_threads()), time.sleep(0.03))
+
+    monkeypatch.setattr(benchmark, "_forward_backward", waiting)
+    (row,) = timed([Case("barlow", n=16, d=32)], 3)
+    assert set(seen) == {1} and len(seen) == 4  # a warm-up pass, then 3
+    assert max(row["times"]) < 0.015
+
+
+def test_timed_protocol_runs_in_one_thread_and_restores_the_threads(capsys):
+    import torch
+
+    from decorr_lite.benchmark import timed_run
+
+    before = torch.get_num_threads()
+    cases = [Case("barlow", n=16, d=32, method="fft"), Case("barlow", n=16, d=64, method="exact")]
+    rows = timed(cases, 3)
+    assert torch.get_num_threads() == before
+    assert [r["label"] for r in rows] == ["fft b=d", "exact"]
+    for r in rows:
+        assert (
+            len(r["times"]) == 3 and r["fastest"] == min(r["times"]) and r["seconds"] == statistics.median(r["times"])
+        )
+        assert r["clock"] == "cpu" and r["threads"] == 1
+    rows, tol = timed_run(cases, 3)
+    out = capsys.readouterr().out
+    assert out.startswith("timed 2 cases x 3 passes, in turn (cpu time, 1 thread): noise x")
+    assert f"tolerate x{tol:.2f}" in out and 1.0 <= tol <= 2.0
 
 
 def test_peak_memory_of_several_cases_in_one_worker_sees_the_d_by_d_matrix():
