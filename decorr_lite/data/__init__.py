@@ -3,4 +3,12 @@
 from .cifar10 import CLASSES, CorruptDataError, balanced_subset, find_source, load_cifar10
 from .download import ChecksumError, download_file
 
-__all__ = ["CLASSES", "ChecksumError", "CorruptDataError", "balanced_subset", "download_file", "find_source", "load_cifar10"]
+__all__ = [
+    "CLASSES",
+    "ChecksumError",
+    "CorruptDataError",
+    "balanced_subset",
+    "download_file",
+    "find_source",
+    "load_cifar10",
+]

@@ -42,8 +42,10 @@ def sample_images(per_class: int = 2, root: str | os.PathLike | None = None) -> 
         images, labels = torch.from_numpy(shipped["images"]), torch.from_numpy(shipped["labels"])
     have = int((labels == 0).sum())
     if per_class > have:
-        raise ValueError(f"per_class={per_class}, but only {have} images per class ship with the package; "
-                         "download CIFAR-10 (decorr_lite.data.load_cifar10()) for more")
+        raise ValueError(
+            f"per_class={per_class}, but only {have} images per class ship with the package; "
+            "download CIFAR-10 (decorr_lite.data.load_cifar10()) for more"
+        )
     return (*_first_per_class(images, labels, per_class), "shipped samples")
 
 
