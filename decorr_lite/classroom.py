@@ -32,7 +32,7 @@ def train_runs(runs: dict[str, dict], settings: dict) -> dict[str, TrainResult]:
 
             print(
                 f"{label:{width}s}  not in the run bank or your run cache: training it from CIFAR-10 in "
-                f"{data_dir(config.data_root)} (about a minute on 2 CPU cores with native bf16)",
+                f"{data_dir(config.data_root)} (how long a run takes on your kind of machine: docs/training.md)",
                 flush=True,
             )
             run = train_ssl(config, progress=False)

@@ -251,8 +251,8 @@ def classroom_settings(quick: bool = False) -> dict:
     trained by one notebook is a cache hit for the next, and the run bank (``decorr_lite.bank``)
     holds every run they show, trained with these settings in full mode.
 
-    Full mode: the width-16 ``SmallConvNet`` (128 features; 3x faster than width 32, so it
-    affords more steps), d = 1024, 300 steps of 256 image pairs drawn from all 50,000 training
+    Full mode: the width-16 ``SmallConvNet`` (128 features; faster than width 32, so it affords
+    more steps: docs/training.md), d = 1024, 300 steps of 256 image pairs drawn from all 50,000 training
     images, 6 evaluation points. ``quick=True`` (``quick=None``: when ``DECORR_QUICK=1``): d = 256,
     60 steps on a balanced 5,000-image subset and small evaluation sets, for tests that must
     train. Both train in the default precision (``auto``: bf16 where the CPU or GPU has it

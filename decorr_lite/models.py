@@ -1,8 +1,7 @@
 """Encoders and the VICReg projector for 32x32 images.
 
-- ``SmallConvNet``: four conv-BN-ReLU stages and global average pooling. Built for a laptop CPU:
-  at width 32 (256 features) a training step on 2 x 256 images takes about 1 s on 2 cores,
-  where a CIFAR ResNet-18 takes about 10x longer.
+- ``SmallConvNet``: four conv-BN-ReLU stages and global average pooling. Built for a laptop CPU,
+  where a CIFAR ResNet-18 is far too slow for a class (the two's time per step: docs/training.md).
 - ``ResNet18CIFAR``: the CIFAR variant of ResNet-18 (3x3 stem, no max-pool; 512 features),
   the backbone of the solo-learn CIFAR baselines. For GPU users.
 - ``Projector``: VICReg's expander, Linear-BN-ReLU, Linear-BN-ReLU, Linear, to width d.

@@ -366,10 +366,9 @@ def training_step(
 
 def prepare_model(model, channels_last: bool = True):
     """The model in its memory format, and the function that lays out its input images the same
-    way. channels_last is the NHWC layout that oneDNN's and cuDNN's convolutions prefer: on a CPU
-    it measured faster for both encoders in fp32 and faster or equal in bf16
-    (benchmarks/train_throughput.py, docs/training.md); on CUDA it is NVIDIA's recommendation for
-    mixed precision, not yet measured here."""
+    way. channels_last is the NHWC layout that oneDNN's and cuDNN's convolutions prefer (what it
+    buys on a CPU: benchmarks/train_throughput.py, docs/training.md); on CUDA it is NVIDIA's
+    recommendation for mixed precision."""
     if channels_last:
         return model.to(memory_format=torch.channels_last), lambda x: x.contiguous(memory_format=torch.channels_last)
     return model, lambda x: x

@@ -39,8 +39,7 @@ def test_losses_inside_autocast_equal_the_float32_loss(dtype, scale, loss, metho
     too: the loss is float32, equals the float32 loss of the same embeddings to 1e-5, and its
     gradients are finite: with respect to the embeddings, in their dtype, and (bf16, whose range
     is float32's) through the layer. In fp16 the layer's own backward can overflow at scale 50
-    (a sum over the batch of large gradients): that is what a gradient scaler is for.
-    (Before: gram overflowed in float16 and the statistics ran in half precision.)"""
+    (a sum over the batch of large gradients): that is what a gradient scaler is for."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, 32, generator=g)
     layer = torch.nn.Linear(32, 64)
