@@ -33,15 +33,45 @@ def _as_float64(z, name: str = "z") -> torch.Tensor:
     return z.detach().to(dtype=torch.float64)
 
 
+# Squares of float64 numbers whose largest magnitude lies in this range, and sums of a few
+# million of them, are normal numbers: the measurements below square what they measure.
+_SAFE = (2.0**-400, 2.0**400)
+
+
+def _rescaled(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(x * 2^-e, e): e = 0 for x whose largest |entry| is in ``_SAFE`` (the same arithmetic as
+    ever), else the exponent that brings it to [0.5, 1). Multiplying by a power of two is exact,
+    so a scale-free measurement of x * 2^-e is that of x, and a scale is 2^e times it (``_unscaled``)."""
+    peak = float(x.abs().max()) if x.numel() else 0.0
+    if peak == 0.0 or _SAFE[0] <= peak <= _SAFE[1] or not math.isfinite(peak):
+        return x, 0
+    exponent = math.frexp(peak)[1]
+    return x * math.ldexp(1.0, -exponent), exponent
+
+
+def _unscaled(t: torch.Tensor, exponent: int) -> torch.Tensor:
+    """t * 2^exponent, in two steps: 2^1024 itself is beyond float64."""
+    if exponent == 0:
+        return t
+    half = exponent // 2
+    return t * math.ldexp(1.0, half) * math.ldexp(1.0, exponent - half)
+
+
 def singular_spectrum(z, *, center: bool = True) -> torch.Tensor:
     """Singular values of the (n, d) embeddings, centred over the batch, in descending order.
 
     Returns a float64 tensor of min(n, d) values.
     """
-    z = _as_float64(z)
+    return _unscaled(*_spectrum(_as_float64(z), center))
+
+
+def _spectrum(z: torch.Tensor, center: bool = True) -> tuple[torch.Tensor, int]:
+    """The singular values of float64 z as (s * 2^-e, e), at any finite magnitude (an SVD squares
+    its input; the scale-free measurements take s * 2^-e, which never overflows)."""
+    z, exponent = _rescaled(z)
     if center:
         z = z - z.mean(dim=0)
-    return torch.linalg.svdvals(z)
+    return torch.linalg.svdvals(z), exponent
 
 
 def effective_rank(z, *, eps: float = 1e-7, spectrum: torch.Tensor | None = None) -> float:
@@ -53,6 +83,7 @@ def effective_rank(z, *, eps: float = 1e-7, spectrum: torch.Tensor | None = None
     caller has it already (the SVD is the expensive part).
     """
     s = singular_spectrum(z) if spectrum is None else torch.as_tensor(spectrum, dtype=torch.float64)
+    s, _ = _rescaled(s)  # scale-free: the same at 1e-200 and 1e200 as at 1
     total = s.sum()
     if total <= torch.finfo(s.dtype).tiny * s.numel():
         return 0.0
@@ -66,6 +97,7 @@ def leading_share(z, *, spectrum: torch.Tensor | None = None) -> float:
     a line; it does not depend on the scale, and it means the same whatever d is. ``spectrum``:
     ``singular_spectrum(z)``, when the caller has it already."""
     s = singular_spectrum(z) if spectrum is None else torch.as_tensor(spectrum, dtype=torch.float64)
+    s, _ = _rescaled(s)  # scale-free, and s^2 overflows float64 from s = 1.3e154
     power = s.square()
     total = power.sum()
     if total <= torch.finfo(s.dtype).tiny * s.numel():
@@ -74,13 +106,20 @@ def leading_share(z, *, spectrum: torch.Tensor | None = None) -> float:
 
 
 def std_per_dim(z) -> torch.Tensor:
-    """Unbiased standard deviation of each of the d dimensions over the n samples (float64)."""
-    return _as_float64(z).std(dim=0)
+    """Unbiased standard deviation of each of the d dimensions over the n samples (float64), at
+    any finite magnitude (the variance of entries of 1e160 would overflow float64)."""
+    return _std(_as_float64(z))
+
+
+def _std(z: torch.Tensor) -> torch.Tensor:
+    z, exponent = _rescaled(z)
+    return _unscaled(z.std(dim=0), exponent)
 
 
 @dataclass(frozen=True)
 class CollapseReport:
-    """``verdict`` is "complete collapse", "dimensional collapse" or "healthy"."""
+    """``verdict`` is "complete collapse", "dimensional collapse" or "healthy"; the stds are in the
+    units of the embeddings."""
 
     verdict: str
     median_std: float
@@ -126,6 +165,9 @@ def collapse_report(
       docs/collapse.md justifies the 30 % default with the measured runs.
     - healthy: neither.
 
+    Every measurement is made at any finite magnitude (the stds in the units of z); one that still
+    comes out non-finite (a ``spectrum`` with NaN, a std beyond float64) raises: it gives no verdict.
+
     ``margin`` is the scale the training asked for (VICReg's gamma, 1 by default); ``spectrum``
     is ``singular_spectrum(z)`` if the caller has computed it. The report also carries the
     effective rank, the continuous measure to compare runs by.
@@ -140,13 +182,24 @@ def collapse_report(
     if dimensional_above >= 1:
         raise ValueError(f"dimensional_above is a share of the variance and must be below 1, got {dimensional_above!r}")
     z = _as_float64(z)
-    std = z.std(dim=0)
+    std = _std(z)
+    passed = spectrum is not None
     if spectrum is None:
-        spectrum = singular_spectrum(z)
+        spectrum, _ = _spectrum(z)  # in units of 2^e: the rank and the share are scale-free
     erank = effective_rank(z, spectrum=spectrum)
     share = leading_share(z, spectrum=spectrum)
     max_rank = min(z.shape)
     median_std = float(std.median())
+    # a verdict needs numbers: NaN compares False with every threshold and would read "healthy"
+    measured = {"median std": median_std, "min std": float(std.min()), "effective rank": erank, "leading share": share}
+    bad = {name: value for name, value in measured.items() if not math.isfinite(value)}
+    if bad:
+        given = " (from the spectrum passed in)" if passed and any("std" not in name for name in bad) else ""
+        raise ValueError(
+            f"collapse_report cannot judge z: its {', '.join(f'{k} is {v}' for k, v in bad.items())}{given}, "
+            f"and no verdict follows from a non-finite measurement. z is finite (largest |entry| "
+            f"{float(z.abs().max()):.3g}); at the edge of float64's range, scale it down first."
+        )
     if median_std < complete_below * margin:
         verdict = "complete collapse"
     elif share > max(dimensional_above, 1.5 / max_rank):

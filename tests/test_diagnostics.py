@@ -216,3 +216,67 @@ def test_nan_is_rejected():
     z[1, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         dg.collapse_report(z)
+
+
+# --------------------------------------------------------------------------- any finite magnitude
+
+
+@pytest.mark.parametrize("scale", [1e160, 1e300, 1e-170, 1e-300], ids=lambda s: f"{s:g}")
+def test_collapse_report_at_any_finite_magnitude(scale):
+    """float64 embeddings near 1e160: their variances (1e320) overflow float64. The report used to
+    give a NaN leading share, and NaN compares False with every threshold: "healthy" for a cloud
+    whose leading direction holds 60 % of the variance. Near 1e-170 the squares underflowed and
+    the share read 1 (a point). Now every measurement equals the float64 formula's of the same
+    cloud at scale 1, the stds in the cloud's own units."""
+    collapsed = shaped_cloud(400, 8, [0.6] + [0.4 / 6] * 6)
+    at_one, at_scale = (
+        dg.collapse_report(collapsed, margin=0.01),
+        dg.collapse_report(scale * collapsed, margin=0.01 * scale),
+    )
+    assert at_scale.verdict == at_one.verdict == "dimensional collapse"
+    assert at_scale.leading_share == pytest.approx(0.6, rel=1e-9)
+    assert at_scale.effective_rank == pytest.approx(at_one.effective_rank, rel=1e-9)
+    assert at_scale.median_std == pytest.approx(scale * at_one.median_std, rel=1e-12)
+    assert at_scale.min_std == pytest.approx(scale * at_one.min_std, rel=1e-12)
+    x = collapsed.numpy()  # numpy's std and SVD at scale 1, times the scale
+    np.testing.assert_allclose(dg.std_per_dim(scale * collapsed).numpy(), scale * x.std(axis=0, ddof=1), rtol=1e-12)
+    s = np.linalg.svd(x - x.mean(0), compute_uv=False)
+    np.testing.assert_allclose(
+        dg.singular_spectrum(scale * collapsed).numpy(), scale * s, rtol=1e-10, atol=1e-10 * scale * s[0]
+    )
+    spectrum = dg.singular_spectrum(scale * collapsed)  # a spectrum at that scale, passed in
+    assert dg.leading_share(None, spectrum=spectrum) == pytest.approx(0.6, rel=1e-9)
+    assert dg.effective_rank(None, spectrum=spectrum) == pytest.approx(at_one.effective_rank, rel=1e-9)
+
+
+def test_a_healthy_cloud_near_1e160_is_healthy_with_a_finite_share():
+    healthy = shaped_cloud(400, 8, [1.0] * 8)
+    report = dg.collapse_report(1e160 * healthy, margin=1e159)
+    assert report.verdict == "healthy" and report.leading_share == pytest.approx(1 / 8, rel=1e-9)
+
+
+def test_a_non_finite_measurement_gives_no_verdict():
+    """A spectrum with NaN (or a std beyond float64) is an error, never "healthy"."""
+    z = shaped_cloud(100, 4, [1.0] * 4)
+    spectrum = dg.singular_spectrum(z)
+    spectrum[1] = float("nan")
+    with pytest.raises(ValueError, match="collapse_report cannot judge z.*leading share is nan.*spectrum passed in"):
+        dg.collapse_report(z, spectrum=spectrum)
+    edge = torch.tensor([[1.7e308], [-1.7e308]], dtype=torch.float64).repeat(1, 2)  # std 2.4e308: beyond float64
+    with pytest.raises(ValueError, match="median std is inf"):
+        dg.collapse_report(edge)
+
+
+def test_ordinary_scales_are_measured_as_before():
+    """The rescaling is only for magnitudes outside [2^-400, 2^400]: inside, the arithmetic is
+    the plain formula's, bit for bit (the run bank's stored measurements are recomputed so)."""
+    z = torch.randn(300, 12, generator=torch.Generator().manual_seed(7), dtype=torch.float64) * torch.arange(1, 13)
+    for scale in (1e-100, 1.0, 1e100):
+        x = scale * z
+        s = torch.linalg.svdvals(x - x.mean(dim=0))
+        assert torch.equal(dg.singular_spectrum(x), s)
+        assert torch.equal(dg.std_per_dim(x), x.std(dim=0))
+        power = s.square()
+        assert dg.leading_share(x) == float(power.max() / power.sum())
+        report = dg.collapse_report(x)
+        assert report.median_std == float(x.std(dim=0).median())

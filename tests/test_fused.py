@@ -205,3 +205,31 @@ def test_power_sums_from_the_spectrum_match_the_sums(block_size, exponent):
     grad_sums = torch.autograd.grad((expected_pairs, expected_diagonal), sums, (grad_pairs, grad_diagonal))[0]
     gradient = _fused._sums_gradient(cross, saved, grad_pairs, grad_diagonal, block_size, exponent, scale)
     torch.testing.assert_close(gradient, torch.fft.rfft(grad_sums).permute(2, 0, 1), rtol=1e-12, atol=1e-12)
+
+
+def force_downscaling(monkeypatch):
+    """Make every variance count as beyond range: the standardisation takes the path of huge
+    inputs (``_magnitude.py``), here on numbers where the plain path can be compared."""
+    from decorr_lite.losses import _magnitude
+
+    monkeypatch.setattr(_magnitude, "_LIMIT", {torch.float32: 0.0, torch.float64: 0.0})
+
+
+@pytest.mark.parametrize("rows", [3, N])
+@pytest.mark.parametrize("block_size", [None, 5])
+def test_the_downscaled_barlow_twins_path_equals_the_plain_one(monkeypatch, rows, block_size):
+    """The path that standardises z * down (down a power of two per feature) is the same
+    arithmetic: the same values and gradients as the plain path, through the chunks, and it
+    passes gradcheck (its backward multiplies by down at the end)."""
+    chunk_rows(monkeypatch, rows)
+    z1, z2 = views(seed=9)
+    z1, z2 = ((5 * z).detach().requires_grad_() for z in (z1, z2))  # every feature's largest |entry| > 1
+    permutation = torch.randperm(D, generator=torch.Generator().manual_seed(5))
+    kwargs = dict(method="fft", block_size=block_size, permutation=permutation)
+    plain = value_and_grads(dl.barlow_twins_loss, z1, z2, **kwargs)
+    force_downscaling(monkeypatch)
+    for impl in ("fused", "modular"):
+        downscaled = value_and_grads(dl.barlow_twins_loss, z1, z2, **kwargs, impl=impl)
+        for a, e in zip(downscaled, plain):
+            torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-14)
+    assert gradcheck(lambda a, b: dl.barlow_twins_loss(a, b, **kwargs), (z1, z2))

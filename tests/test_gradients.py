@@ -76,3 +76,15 @@ def test_sgd_decreases_the_loss(loss, method):
     with torch.no_grad():
         after = float(value(fixed_perm))
     assert after < 0.9 * before, (before, after)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+def test_gradcheck_of_the_downscaled_standardisation(monkeypatch, config):
+    """Barlow Twins' path for inputs whose variance would overflow (``losses/_magnitude.py``),
+    made to run at scale 1 by counting every variance as beyond range."""
+    from decorr_lite.losses import _magnitude
+
+    monkeypatch.setattr(_magnitude, "_LIMIT", {torch.float32: 0.0, torch.float64: 0.0})
+    z1, z2 = ((4 * leaf(seed)).detach().requires_grad_() for seed in (6, 7))  # largest |entries| > 1: downscaled
+    assert gradcheck(lambda a, b: dl.barlow_twins_loss(a, b, **config), (z1, z2))
+    assert gradcheck(dl.cross_correlation, (z1, z2))

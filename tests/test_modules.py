@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -126,6 +127,54 @@ def test_state_dict_round_trip_resumes_the_permutation_sequence():
     resumed.load_state_dict(state)
     assert resumed.seed == 8
     assert all(torch.equal(resumed.next_permutation(D, torch.device("cpu")), e) for e in expected)
+
+
+@pytest.mark.parametrize("module_class", [dl.VICRegLoss, dl.BarlowTwinsLoss], ids=["vicreg", "barlow"])
+@pytest.mark.parametrize(
+    "seed,error",
+    [
+        (1.5, TypeError),  # was silently 1
+        (2.0, TypeError),
+        ("3", TypeError),  # was 3
+        (True, TypeError),  # was 1
+        (-1, ValueError),  # was taken, and torch maps it to 2**64 - 1
+        (2**64, ValueError),  # was torch's "Overflow when unpacking long long", naming nothing
+        (np.float64(4.0), TypeError),
+    ],
+    ids=repr,
+)
+def test_a_seed_must_be_an_integer_that_torch_can_take(module_class, seed, error):
+    with pytest.raises(error, match="seed must be") as info:
+        module_class(method="fft", seed=seed)
+    assert "seed=3" in str(info.value) or "2**64" in str(info.value)
+
+
+@pytest.mark.parametrize("seed", [0, 7, np.int64(7), 2**64 - 1], ids=repr)
+def test_integer_seeds_are_taken_as_ints(seed):
+    module = dl.BarlowTwinsLoss(method="fft", seed=seed)
+    assert module.seed == int(seed) and type(module.seed) is int
+    expected = torch.randperm(D, generator=torch.Generator().manual_seed(int(seed)))
+    assert torch.equal(module.next_permutation(D, torch.device("cpu")), expected)
+
+
+@pytest.mark.parametrize("module_class", [dl.VICRegLoss, dl.BarlowTwinsLoss], ids=["vicreg", "barlow"])
+@pytest.mark.parametrize("name", ["permute", "check_finite", "gather_distributed", "measure_all_terms"])
+@pytest.mark.parametrize("value", ["False", 0, None], ids=repr)
+def test_a_module_s_switches_must_be_true_or_false(module_class, name, value):
+    """permute="False" was True (bool of a non-empty string), the others were kept as given."""
+    with pytest.raises(TypeError, match=f"{name} must be True or False"):
+        module_class(**{name: value})
+    assert getattr(module_class(**{name: np.bool_(False)}), name) is False
+
+
+@pytest.mark.parametrize("module_class", [dl.VICRegLoss, dl.BarlowTwinsLoss], ids=["vicreg", "barlow"])
+@pytest.mark.parametrize(
+    "block_size,error", [(0, ValueError), (-2, ValueError), (2.5, TypeError), ("8", TypeError)], ids=repr
+)
+def test_a_module_s_block_size_is_checked_when_it_is_made(module_class, block_size, error):
+    """Not at the first call, a training step later: what d allows is still checked there."""
+    with pytest.raises(error, match="block_size"):
+        module_class(method="fft", block_size=block_size)
 
 
 def _permutations_of_a_rank(world: int, rank: int) -> dict:

@@ -155,3 +155,51 @@ def test_circular_correlation_block_size():
 def test_bad_coefficients(call, pattern):
     with pytest.raises((ValueError, TypeError), match=pattern):
         call()
+
+
+# ------------------------------------------------------------------------------ torch.func.vmap
+
+
+@pytest.mark.parametrize("method", ["exact", "gram"])
+def test_vmap_with_check_finite_names_the_switch(method):
+    """Under torch.func.vmap the NaN/Inf check is a branch on the data, which vmap refuses with a
+    message about "data-dependent control flow" that names nothing of ours: the error says to
+    pass check_finite=False, and with it the batched loss is the loss of each batch."""
+    z1, z2 = torch.randn(3, N, D), torch.randn(3, N, D)
+    with pytest.raises(RuntimeError, match=r"check_finite=True cannot run under torch\.func\.vmap.*check_finite=False"):
+        torch.func.vmap(lambda a, b: dl.vicreg_loss(a, b, method=method))(z1, z2)
+    batched = torch.func.vmap(lambda a, b: dl.vicreg_loss(a, b, method=method, check_finite=False))(z1, z2)
+    torch.testing.assert_close(batched, torch.stack([dl.vicreg_loss(a, b, method=method) for a, b in zip(z1, z2)]))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda z: dl.variance_loss(z),
+        lambda z: dl.covariance_loss(z),
+        lambda z: dl.invariance_loss(z, z),
+    ],
+    ids=["variance_loss", "covariance_loss", "invariance_loss"],
+)
+def test_vmap_of_the_terms_names_the_switch_too(call):
+    with pytest.raises(RuntimeError, match="Pass check_finite=False"):
+        torch.func.vmap(call)(torch.randn(2, N, D))
+
+
+# ------------------------------------------------------------------------------ switches
+
+
+@pytest.mark.parametrize("name", ["check_finite", "gather_distributed"])
+@pytest.mark.parametrize("value", ["False", 0, None, 1.0])
+@pytest.mark.parametrize("loss", ["vicreg_loss", "barlow_twins_loss", "vicreg_terms", "barlow_twins_terms"])
+def test_switches_must_be_true_or_false(loss, name, value):
+    """check_finite="False" used to run the check (a non-empty string is true), and any value
+    passed for gather_distributed was taken for its truth."""
+    with pytest.raises(TypeError, match=f"{name} must be True or False"):
+        getattr(dl, loss)(good(), good(), **{name: value})
+
+
+@pytest.mark.parametrize("fn", [dl.variance_loss, dl.covariance_loss])
+def test_check_finite_of_the_single_view_terms_must_be_true_or_false(fn):
+    with pytest.raises(TypeError, match="check_finite must be True or False"):
+        fn(good(), check_finite="no")

@@ -11,6 +11,7 @@ import functools
 import math
 import numbers
 
+import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -49,12 +50,78 @@ def check_embeddings(z, name: str = "z", *, check_finite: bool = True, min_rows:
         raise ValueError(f"{name} has d = 0 features; an embedding needs d >= 1.")
     # A full pass over the data (and a device sync on GPU): training loops that have already
     # checked their inputs can pass check_finite=False.
-    if check_finite and not bool(torch.isfinite(z).all()):
+    if check_flag(check_finite, "check_finite") and not _all_finite(z, name):
         raise ValueError(
             f"{name} contains NaN or Inf. Check the inputs and the learning rate; "
             "pass check_finite=False to skip this check inside a training loop."
         )
     return z
+
+
+def _all_finite(z: torch.Tensor, name: str) -> bool:
+    try:
+        return bool(torch.isfinite(z).all())
+    except RuntimeError as error:  # torch.func.vmap refuses a branch on the data
+        if not is_transformed(z):
+            raise
+        raise RuntimeError(
+            f"check_finite=True cannot run under torch.func.vmap: the check of {name} for NaN and Inf "
+            "is a branch on the data, which vmap does not support. Pass check_finite=False (and "
+            "check the inputs before the vmap, e.g. torch.isfinite(z).all(), if you need to)."
+        ) from error
+
+
+def check_flag(value, name: str) -> bool:
+    """A switch: True or False (numpy's bool too), where ``bool(value)`` would turn any value,
+    the string "False" included, into one without a word."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False; got {value!r} of type {type(value).__name__}.")
+
+
+SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes as a non-negative seed
+
+
+def check_seed(seed) -> int | None:
+    """A seed for ``torch.Generator.manual_seed``: None, or an integer (not a bool) in SEED_RANGE."""
+    if seed is None:
+        return None
+    if not _is_integer(seed):
+        raise TypeError(
+            f"seed must be an integer in [0, 2**64 - 1], or None to draw one from torch's global "
+            f"generator; got {seed!r} of type {type(seed).__name__}. Pass an int: seed=3, not 3.5, '3' or True."
+        )
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ValueError(
+            f"seed must be in [0, 2**64 - 1] (the seeds torch.Generator.manual_seed takes); got {seed}. "
+            "Pass a seed in that range, e.g. seed % 2**64."
+        )
+    return int(seed)
+
+
+def check_result(values: dict[str, torch.Tensor], what: str, inputs: dict[str, torch.Tensor], growth: str) -> None:
+    """With ``check_finite``: refuse results (name -> tensor) that are inf or NaN although the
+    ``inputs`` (name -> tensor) are finite (they were checked): their sums overflowed the dtype.
+    ``growth`` says how the result grows with the scale of the inputs. One sync; only the error
+    path looks at the inputs again."""
+    flat = [v.detach().reshape(-1) for v in values.values()]
+    if not flat or bool(torch.isfinite(flat[0] if len(flat) == 1 else torch.cat(flat)).all()):
+        return
+    bad = ", ".join(
+        f"{name} {'inf' if bool(torch.isinf(v).any()) else 'NaN'}"
+        for name, v in zip(values, flat)
+        if not bool(torch.isfinite(v).all())
+    )
+    dtype = flat[0].dtype
+    names = " and ".join(inputs)
+    peak = max(z.detach().abs().max().item() for z in inputs.values())
+    wider = f", or compute in float64 ({', '.join(f'{n}.double()' for n in inputs)})" if dtype != torch.float64 else ""
+    raise ValueError(
+        f"{what} overflowed {dtype} ({bad}) although {names} are finite: at their magnitude (largest "
+        f"|entry| {peak:.3g}) its sums exceed {dtype}'s range ({torch.finfo(dtype).max:.3g}), and {growth}. "
+        f"Bring the embeddings to a moderate scale (normalise them; in a diverging run, lower the learning "
+        f"rate){wider}. check_finite=False skips this check and returns the inf or NaN."
+    )
 
 
 def check_pair(z1, z2, *, check_finite: bool = True, min_rows: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,12 +144,17 @@ def _is_integer(x) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
-def check_block_size(block_size, d: int) -> int:
-    """Return the block size b (None means b = d), checking 1 <= b <= d."""
+def check_block_size(block_size, d: int | None) -> int | None:
+    """Return the block size b (None means b = d), checking 1 <= b <= d (b >= 1 for d None: a
+    module's block size, before it sees its first batch)."""
     if block_size is None:
         return d
     if not _is_integer(block_size):
         raise TypeError(f"block_size must be an integer in [1, d] or None; got {block_size!r}.")
+    if d is None:
+        if block_size < 1:
+            raise ValueError(f"block_size must be in [1, d] (1: exact, d: fully relaxed); got {block_size}.")
+        return int(block_size)
     if not 1 <= block_size <= d:
         raise ValueError(f"block_size must be in [1, d] = [1, {d}] (1: exact, d: fully relaxed); got {block_size}.")
     return int(block_size)

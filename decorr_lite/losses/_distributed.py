@@ -64,6 +64,13 @@ def global_mean(z: torch.Tensor, n: int) -> torch.Tensor:
     return all_reduce_sum(z.sum(dim=0)) / n
 
 
+def global_max(x: torch.Tensor) -> torch.Tensor:
+    """Elementwise maximum of ``x`` over the ranks (no gradient: for detached statistics)."""
+    x = x.detach().clone(memory_format=torch.contiguous_format)
+    dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return x
+
+
 SLOTS = 16  # fingerprint length: status, schema, rows, then one slot per argument
 _FAILED, _NONE = 1, 0x5E7_0_DEC0  # status of a rank whose checks failed; the code of None
 PERMUTATION_HINT = (

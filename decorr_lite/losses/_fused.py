@@ -46,6 +46,7 @@ from typing import NamedTuple
 import torch
 
 from ._checks import first_order
+from ._magnitude import branch_free, downscale, guard, moderate, peaks, scaled_eps
 from ._matrix import block_power_sums
 from .circular import inverse_permutation, split_blocks
 from .cross_correlation import BATCHNORM_EPS
@@ -303,6 +304,8 @@ class _BarlowTwinsSaved(NamedTuple):
     inv_std1: torch.Tensor
     mean2: torch.Tensor
     inv_std2: torch.Tensor
+    down1: torch.Tensor | None  # the powers of two the views were standardised times, if any
+    down2: torch.Tensor | None
 
 
 class _VICRegSaved(NamedTuple):
@@ -349,30 +352,41 @@ class RelaxedBarlowTwins(torch.autograd.Function):
       blocks of a^T b (``circular.py``) normalised by ``scale`` (g, g), which are not formed for
       q = 2 (``_power_sums``);
     where a, b are the batch-standardised views (biased variance, eps 1e-5), features permuted.
+    A view whose variance would overflow is standardised as z * down instead (``_magnitude.py``),
+    chunk by chunk, and its gradient multiplied by down at the end.
     """
 
     @staticmethod
     def forward(ctx, z1, z2, permutation, block_size, exponent, chunks, scale):
         n, d = z1.shape
-        stats = []
+        stats, downs = [], []
         for z in (z1, z2):
-            mean, squares = _statistics(z, chunks)
-            stats += [mean, torch.rsqrt(squares / n + BATCHNORM_EPS)]
+            down = guard(z) if branch_free(z) else None  # decided up front, without a branch
+            mean, squares = _statistics(z if down is None else z * down, chunks)
+            if down is None and not moderate(squares / n):
+                down = downscale(peaks(z))
+                mean, squares = _statistics(z * down, chunks)
+            eps = BATCHNORM_EPS if down is None else scaled_eps(BATCHNORM_EPS, down)
+            stats += [mean, torch.rsqrt(squares / n + eps)]
+            downs.append(down)
         views = (torch.empty_like(z1), torch.empty_like(z2))
         spectra = (_Spectra(z1, block_size, chunks), _Spectra(z2, block_size, chunks))
         (a, b), (f1, f2) = views, spectra
         permuted = stats if permutation is None else [s[permutation] for s in stats]
+        factors = [down if down is None or permutation is None else down[permutation] for down in downs]
         c_diag, cross = z1.new_zeros(d), 0
         for rows in chunks:
-            for z, x, f, mean, inv_std in zip((z1, z2), views, spectra, permuted[::2], permuted[1::2]):
-                f.store(rows, _permuted_rows(z, rows, permutation, x[rows]).sub_(mean).mul_(inv_std))
+            for z, x, f, mean, inv_std, down in zip((z1, z2), views, spectra, permuted[::2], permuted[1::2], factors):
+                x = _permuted_rows(z, rows, permutation, x[rows])
+                f.store(rows, (x if down is None else x.mul_(down)).sub_(mean).mul_(inv_std))
             c_diag += _column_sum(a[rows] * b[rows])
             cross = cross + f1.cross(f2, rows)
         inverse = _inverse(permutation)
         cross = f1.frequency_first(cross)
         pairs, diagonal, power_saved = _power_sums(cross, block_size, exponent, scale)
         ctx.block_size, ctx.exponent, ctx.chunks = block_size, exponent, chunks
-        _save(ctx, _BarlowTwinsSaved(z1, z2, a, b, permutation, inverse, cross, power_saved, scale, *stats), spectra)
+        saved = _BarlowTwinsSaved(z1, z2, a, b, permutation, inverse, cross, power_saved, scale, *stats, *downs)
+        _save(ctx, saved, spectra)
         return (c_diag if inverse is None else c_diag[inverse]), pairs, diagonal
 
     @staticmethod
@@ -409,12 +423,16 @@ class RelaxedBarlowTwins(torch.autograd.Function):
                 _scatter_back(grad, rows, inverse, out)
         # Second pass, in the original feature order: scale * a * mean(dL/da * a), with
         # a = (z - mean) * inv_std, is z * k - mean * k for k = inv_std^2 * mean(dL/da * a).
-        views, means = (saved.z1, saved.z2), (saved.mean1, saved.mean2)
-        for z, mean, inv_std, moment, out in zip(views, means, inv_stds, moments, grads):
+        # A downscaled view: z * down in place of z, and the gradient with respect to z is down
+        # times that with respect to z * down.
+        views, means, downs = (saved.z1, saved.z2), (saved.mean1, saved.mean2), (saved.down1, saved.down2)
+        for z, mean, inv_std, moment, out, down in zip(views, means, inv_stds, moments, grads, downs):
             k = inv_std.square() * (moment if inverse is None else moment[inverse]) / n
             shift = mean * k
             for rows in ctx.chunks:
-                out[rows].addcmul_(z[rows], k, value=-1).add_(shift)
+                out[rows].addcmul_(z[rows] if down is None else z[rows] * down, k, value=-1).add_(shift)
+            if down is not None:
+                out.mul_(down)
         return grads[0], grads[1], None, None, None, None, None
 
 
@@ -454,7 +472,13 @@ class RelaxedVICReg(torch.autograd.Function):
         mean_spectra = [f.transform(mean[None]) for f, mean in zip(spectra, means)]
         cross = [f.frequency_first(c - n * f.product(m, m)) for c, f, m in zip(cross, spectra, mean_spectra)]
         power = [_power_sums(c, block_size, exponent, scale) for c in cross]
-        squares = torch.stack([(s - n * mean.square()).clamp_(min=0) for s, mean in zip(squares, means)])
+        # A sum of shifted squares that overflowed stays inf (the std is then far above any margin,
+        # as the modular path finds): n * mean^2, at most that sum, is kept finite for the
+        # subtraction, where inf - inf would make NaN.
+        top = torch.finfo(z1.dtype).max
+        squares = torch.stack(
+            [(s - (n * mean.square()).clamp_(max=top)).clamp_(min=0) for s, mean in zip(squares, means)]
+        )
         inverse = _inverse(permutation)
         ctx.block_size, ctx.exponent, ctx.chunks = block_size, exponent, chunks
         saved = _VICRegSaved(

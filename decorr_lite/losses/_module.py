@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import _distributed
-from ._checks import check_exponent, check_method, check_positive
+from ._checks import check_block_size, check_exponent, check_flag, check_method, check_positive, check_seed
 from ._spec import LossSpec
 from .methods import check_impl
 
@@ -47,12 +47,16 @@ class DecorrelationLoss(nn.Module):
         self.weights = self.spec.weights(weights)
         check_exponent(exponent)
         check_method(method, exponent)
+        check_block_size(block_size, None)  # its upper bound, d, is checked at every call
         self.method, self.block_size, self.exponent = method, block_size, exponent
-        self.permute, self.check_finite, self.gather_distributed = bool(permute), check_finite, gather_distributed
-        self.impl, self.measure_all_terms, self.options = check_impl(impl), measure_all_terms, options
+        self.permute, self.check_finite = check_flag(permute, "permute"), check_flag(check_finite, "check_finite")
+        self.gather_distributed = check_flag(gather_distributed, "gather_distributed")
+        self.impl, self.options = check_impl(impl), options
+        self.measure_all_terms = check_flag(measure_all_terms, "measure_all_terms")
+        seed = check_seed(seed)
         # A seed from torch's global generator when none is given: torch.manual_seed then makes
         # the module's permutations reproducible too, and the module has its own state after that.
-        self.seed = int(torch.randint(2**62, ())) if seed is None else int(seed)
+        self.seed = int(torch.randint(2**62, ())) if seed is None else seed
         self.generator = torch.Generator().manual_seed(self.seed)
         self.terms: dict[str, torch.Tensor] = {}  # the last call's unweighted terms, detached
 

@@ -21,7 +21,8 @@ from collections.abc import Iterable
 import torch
 
 from . import _distributed, _fused
-from ._checks import check_decorrelation_options, check_not_transformed, check_pair, check_positive
+from ._checks import check_decorrelation_options, check_flag, check_not_transformed, check_pair, check_positive
+from ._magnitude import downscale, moderate, peaks, scaled_eps
 from ._matrix import block_scale
 from ._module import DecorrelationLoss
 from ._precision import full_precision, upcast
@@ -59,7 +60,9 @@ def barlow_twins_loss(
         z1, z2: (n, d) embeddings of the two views; standardised here per feature over the
             batch (as ``BatchNorm1d(affine=False)`` in training mode). Any floating dtype: the
             loss is computed in float32 (float64 stays float64), also inside a
-            ``torch.autocast`` region, and is float32 for half-precision inputs.
+            ``torch.autocast`` region, and is float32 for half-precision inputs. Any finite
+            magnitude: a feature whose variance would overflow is standardised after an exact
+            division by a power of two (``_magnitude.py``), so the loss stays scale-free.
         lambd: weight of the off-diagonal (redundancy reduction) term; 0 switches it off.
         on_diag_coeff: weight of the on-diagonal (invariance) term, 1 in the paper; 0 switches
             it off (the notebooks' "on-diagonal off" runs).
@@ -144,7 +147,7 @@ def _terms(
     z1, z2, terms, method, block_size, exponent, permutation, check_finite, gather_distributed, weights, impl
 ) -> dict[str, torch.Tensor]:
     """Check, agree across ranks (``gather_distributed``), then compute in float32 or float64."""
-    distributed = gather_distributed and _distributed.active()
+    distributed = check_flag(gather_distributed, "gather_distributed") and _distributed.active()
     with _distributed.checked_together(distributed):
         check_pair(z1, z2, check_finite=check_finite, min_rows=0 if distributed else 2)
         unknown = sorted(set(terms) - set(TERMS))
@@ -212,7 +215,15 @@ def _standardize(z: torch.Tensor, global_n: int | None, eps: float = BATCHNORM_E
     if global_n is None:
         return batch_standardize(z)
     centred = z - _distributed.global_mean(z, global_n)
-    return centred * torch.rsqrt(_distributed.all_reduce_sum(centred.pow(2).sum(dim=0)) / global_n + eps)
+    variance = _distributed.all_reduce_sum(centred.pow(2).sum(dim=0)) / global_n
+    # every rank holds the same all-reduced variance, so every rank takes the same branch
+    if not moderate(variance):  # a magnitude where it overflows: standardise z * down (_magnitude.py)
+        down = downscale(_distributed.global_max(peaks(z)))
+        z = z * down
+        centred = z - _distributed.global_mean(z, global_n)
+        variance = _distributed.all_reduce_sum(centred.pow(2).sum(dim=0)) / global_n
+        eps = scaled_eps(eps, down)
+    return centred * torch.rsqrt(variance + eps)
 
 
 def _sum_rows(x: torch.Tensor, global_n: int | None) -> torch.Tensor:

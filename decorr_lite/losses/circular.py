@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_block_size, check_not_transformed, check_pair, first_order
+from ._checks import check_block_size, check_not_transformed, check_pair, check_result, first_order
 from ._precision import full_precision, upcast
 
 
@@ -154,6 +154,9 @@ def circular_correlation(
         z1, z2: (n, d) floating tensors (no centring or scaling is applied here).
         block_size: b in [1, d]; None means b = d (a single block, the fully relaxed case).
             The last of the g = ceil(d / b) blocks is zero-padded to b when b does not divide d.
+        check_finite: reject NaN/Inf in the inputs (a full pass over the data), and sums that
+            overflow the dtype although the inputs are finite (with ``check_finite=False``
+            they come back as inf or NaN).
 
     Returns:
         (g, g, b) tensor (float32 for half-precision input); ``s[u, u, 0]`` is the trace of diagonal block u, and with b = 1,
@@ -166,4 +169,8 @@ def circular_correlation(
     check_not_transformed(z1, "circular_correlation")
     block_size = check_block_size(block_size, z1.shape[1])
     with full_precision(z1.device):
-        return circular_blocks(upcast(z1), upcast(z2), block_size)
+        sums = circular_blocks(upcast(z1), upcast(z2), block_size)
+    if check_finite:
+        growth = "the sums grow as the square of the inputs' scale"
+        check_result({"sums": sums}, "circular_correlation", {"z1": z1, "z2": z2}, growth)
+    return sums

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_decorrelation_options, check_embeddings, check_not_transformed
+from ._checks import check_decorrelation_options, check_embeddings, check_not_transformed, check_result
 from ._distributed import all_reduce_sum
 from ._matrix import block_power_sums, block_scale, off_diagonal, power_sum
 from ._precision import full_precision, upcast
 from .circular import circular_blocks, permute_features
+
+GROWTH = "the covariance term grows as the fourth power of the embeddings' scale"
 
 
 def covariance_penalty(
@@ -124,7 +126,9 @@ def covariance_loss(
         exponent: q >= 1 in |.|^q (2 in VICReg; the relaxation also uses 1).
         permutation: a permutation of range(d) applied to the features before blocking
             (``"fft"`` only; the exact value does not depend on it). Draw a fresh one per step.
-        check_finite: reject NaN/Inf (a full pass over the data; training loops may skip it).
+        check_finite: reject NaN/Inf in z (a full pass over the data; training loops may skip
+            it), and a value that overflows the dtype although z is finite (with
+            ``check_finite=False`` it comes back as inf or NaN).
 
     Returns:
         0-dim tensor, float32 for half-precision input (computed in float32, also under autocast).
@@ -138,4 +142,7 @@ def covariance_loss(
         check_not_transformed(z, 'covariance_loss with method="fft"')
     with full_precision(z.device):
         z = upcast(z)
-        return covariance_penalty(z - z.mean(dim=0), method, block_size, exponent, permutation)
+        value = covariance_penalty(z - z.mean(dim=0), method, block_size, exponent, permutation)
+    if check_finite:
+        check_result({"covariance": value}, "covariance_loss", {"z": z}, GROWTH)
+    return value

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_not_transformed, check_pair, first_order
+from ._magnitude import branch_free, downscale, guard, moderate, peaks, scaled_eps
 from ._precision import full_precision, upcast
 
 BATCHNORM_EPS = 1e-5
@@ -26,21 +27,35 @@ class _BatchStandardize(torch.autograd.Function):
     For an upstream gradient G: dL/dz = r * (G - mean(G) - A * mean(G * A)), r = 1/sqrt(var + eps),
     means over the batch. Four passes over the data instead of the dozen that autograd takes
     for the composite expression (and which dominate the FFT-relaxed loss's time on a CPU).
+
+    At a magnitude where the variance would overflow (``_magnitude.py``), z * down is
+    standardised instead, down a power of two per feature (the same numbers, exactly), and the
+    gradient with respect to z is down times that with respect to z * down.
     """
 
     @staticmethod
     def forward(ctx, z, eps):
+        down = guard(z) if branch_free(z) else None  # decided up front, without a branch
+        if down is not None:
+            z, eps = z * down, scaled_eps(eps, down)
         centred = z - z.mean(dim=0)
-        inv_std = torch.rsqrt(centred.pow(2).mean(dim=0) + eps)  # biased variance, as BatchNorm
+        variance = centred.pow(2).mean(dim=0)  # biased, as BatchNorm
+        if down is None and not moderate(variance):
+            down = downscale(peaks(z))
+            z = z * down
+            centred = z - z.mean(dim=0)
+            variance, eps = centred.pow(2).mean(dim=0), scaled_eps(eps, down)
+        inv_std = torch.rsqrt(variance + eps)
         a = centred * inv_std
-        ctx.save_for_backward(a, inv_std)
+        ctx.save_for_backward(a, inv_std, down)
         return a
 
     @staticmethod
     @first_order("Barlow Twins' batch standardisation")
     def backward(ctx, grad):
-        a, inv_std = ctx.saved_tensors
-        return inv_std * (grad - grad.mean(dim=0) - a * (grad * a).mean(dim=0)), None
+        a, inv_std, down = ctx.saved_tensors
+        grad = inv_std * (grad - grad.mean(dim=0) - a * (grad * a).mean(dim=0))
+        return grad if down is None else grad * down, None
 
 
 def batch_standardize(z: torch.Tensor, eps: float = BATCHNORM_EPS) -> torch.Tensor:

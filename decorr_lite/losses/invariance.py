@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_pair
+from ._checks import check_pair, check_result
 from ._precision import full_precision, upcast
 
 
@@ -18,11 +18,17 @@ def invariance_loss(z1: torch.Tensor, z2: torch.Tensor, *, check_finite: bool = 
 
     Args:
         z1, z2: (n, d) embeddings of the two views of the same n samples.
-        check_finite: reject NaN/Inf (a full pass over the data; training loops may skip it).
+        check_finite: reject NaN/Inf in the inputs (a full pass over the data; training loops
+            may skip it), and a value that overflows the dtype although they are finite (with
+            ``check_finite=False`` it comes back as inf).
 
     Returns:
         0-dim tensor (float32 for half-precision input, as every loss here). Cost O(n*d).
     """
     check_pair(z1, z2, check_finite=check_finite)
     with full_precision(z1.device):
-        return (upcast(z1) - upcast(z2)).pow(2).mean()
+        value = (upcast(z1) - upcast(z2)).pow(2).mean()
+    if check_finite:
+        growth = "the mean squared difference grows as the square of the embeddings' scale"
+        check_result({"invariance": value}, "invariance_loss", {"z1": z1, "z2": z2}, growth)
+    return value

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_embeddings, check_eps, check_positive
+from ._checks import check_embeddings, check_eps, check_positive, check_result
 from ._distributed import all_reduce_sum
 from ._precision import full_precision, upcast
 
@@ -40,7 +40,8 @@ def variance_loss(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4, *, che
         z: (n, d) embeddings of one view.
         gamma: the margin on the standard deviation (> 0).
         eps: added to the variance before the square root, for a finite gradient at 0 (> 0).
-        check_finite: reject NaN/Inf (a full pass over the data; training loops may skip it).
+        check_finite: reject NaN/Inf in z (a full pass over the data; training loops may skip
+            it), and a NaN value although z is finite (with ``check_finite=False`` it comes back).
 
     Returns:
         0-dim tensor (float32 for half-precision input, as every loss here). Cost O(n*d).
@@ -50,4 +51,7 @@ def variance_loss(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4, *, che
     check_eps(eps)
     with full_precision(z.device):
         z = upcast(z)
-        return variance_penalty(z - z.mean(dim=0), gamma, eps)
+        value = variance_penalty(z - z.mean(dim=0), gamma, eps)
+    if check_finite:  # NaN where the batch mean itself overflows (an inf variance is a hinge of 0)
+        check_result({"variance": value}, "variance_loss", {"z": z}, "its batch mean is a sum of n entries")
+    return value

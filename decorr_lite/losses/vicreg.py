@@ -14,7 +14,15 @@ from collections.abc import Iterable
 import torch
 
 from . import _distributed, _fused
-from ._checks import check_decorrelation_options, check_eps, check_not_transformed, check_pair, check_positive
+from ._checks import (
+    check_decorrelation_options,
+    check_eps,
+    check_flag,
+    check_not_transformed,
+    check_pair,
+    check_positive,
+    check_result,
+)
 from ._module import DecorrelationLoss
 from ._precision import full_precision, upcast
 from ._spec import LossSpec, Term
@@ -30,6 +38,10 @@ VICREG_TERMS = (
     Term("covariance", "cov_coeff", 1.0, "covariance"),
 )
 TERMS = tuple(term.name for term in VICREG_TERMS)
+GROWTH = (
+    "VICReg is not scale-free: its covariance term grows as the fourth power of the embeddings' scale, "
+    "its invariance term as the square"
+)
 _DEFAULT = {term.coefficient: term.default for term in VICREG_TERMS}
 
 
@@ -61,7 +73,11 @@ def vicreg_loss(
         method, block_size, exponent, permutation: how the covariance term is computed;
             see ``covariance_loss``. The invariance and variance terms are not relaxed.
         gamma, eps: margin and epsilon (> 0) of the variance hinge; see ``variance_loss``.
-        check_finite: reject NaN/Inf (a full pass over the data; training loops may skip it).
+        check_finite: reject NaN/Inf in the inputs (a full pass over the data; training loops
+            may skip it), and terms that overflow the dtype although the inputs are finite
+            (VICReg is not scale-free: its covariance term grows as the fourth power of the
+            scale, and at d = 1024 in float32 overflows from a std of about 1e8). With
+            ``check_finite=False`` such a term comes back as inf or NaN.
         gather_distributed: when a ``torch.distributed`` process group is initialised, compute
             the loss of the global batch (every rank's rows), as one process would. Every rank
             must pass the same arguments (the same permutation too): they are compared, and a
@@ -160,7 +176,7 @@ def _terms(
     impl,
 ) -> dict[str, torch.Tensor]:
     """Check, agree across ranks (``gather_distributed``), then compute in float32 or float64."""
-    distributed = gather_distributed and _distributed.active()
+    distributed = check_flag(gather_distributed, "gather_distributed") and _distributed.active()
     with _distributed.checked_together(distributed):
         check_pair(z1, z2, check_finite=check_finite, min_rows=0 if distributed else 2)
         unknown = sorted(set(terms) - set(TERMS))
@@ -196,10 +212,13 @@ def _terms(
         if sizes is not None and method != "fft":  # exact and gram need every row: gather them
             z1, z2, sizes = _distributed.gather_rows(z1, sizes), _distributed.gather_rows(z2, sizes), None
         if "covariance" in terms and use_fused(impl, method, z1, sizes is not None):
-            return _fused_terms(z1, z2, terms, block_size, exponent, permutation, gamma, eps)
-        return _modular_terms(
-            z1, z2, terms, method, block_size, exponent, permutation, gamma, eps, None if sizes is None else sum(sizes)
-        )
+            out = _fused_terms(z1, z2, terms, block_size, exponent, permutation, gamma, eps)
+        else:
+            global_n = None if sizes is None else sum(sizes)
+            out = _modular_terms(z1, z2, terms, method, block_size, exponent, permutation, gamma, eps, global_n)
+    if check_finite:  # every rank holds the same terms: all raise, or none
+        check_result(out, "VICReg", {"z1": z1, "z2": z2}, GROWTH)
+    return out
 
 
 def _modular_terms(z1, z2, terms, method, block_size, exponent, permutation, gamma, eps, global_n):
@@ -262,8 +281,9 @@ class VICRegLoss(DecorrelationLoss):
         permute: with ``method="fft"``, a fresh random feature permutation on every call in
             training mode, none in eval mode (``_module.py``). The permutation is the module's
             business: pass none.
-        seed: of the module's generator for the permutations (default: drawn from torch's
-            global generator when the module is made). Part of the ``state_dict``.
+        seed: of the module's generator for the permutations, an integer in [0, 2**64 - 1]
+            (default: drawn from torch's global generator when the module is made). Part of
+            the ``state_dict``.
         measure_all_terms: also measure the terms whose weight is 0 (without a gradient) and
             put them in ``terms``, as the training curves do.
 
