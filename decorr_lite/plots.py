@@ -8,11 +8,15 @@ Colour conventions: view 1 blue, view 2 orange; matrices in a diverging map cent
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from . import diagnostics
+
+if TYPE_CHECKING:
+    from .toy import ToyRun
 
 MATRIX_CMAP = "RdBu_r"
 
@@ -272,6 +276,23 @@ def legend_below(fig, axes, *, title: str | None = None, ncol: int = 5) -> None:
         fig.suptitle(title, fontsize=10)
     bottom = (0.22 * rows + 0.05) / fig.get_figheight() if rows else 0
     fig.tight_layout(rect=(0, bottom, 1, 1))
+
+
+def toy_figure(run: ToyRun, margin: float = 1.0):
+    """The toy run's embedding cloud, per-dimension std against the margin, and spectrum."""
+    fig, axes = new_axes(3)
+    embedding_cloud(axes[0], run.z1, run.z2)
+    std_bars(axes[1], run.z1, margin=margin)
+    spectrum(axes[2], run.z1)
+    report = run.report
+    fig.suptitle(
+        f"{report.verdict}: median std {report.median_std:.2f}, effective rank "
+        f"{report.effective_rank:.1f} of {report.max_rank}, leading direction "
+        f"{report.leading_share:.0%}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
 
 
 def run_figure(results: dict, *, untrained=None, title: str | None = None):

@@ -16,9 +16,11 @@ from typing import Any
 
 import torch
 
-from . import plots
+from . import jobs, plots
+from .jobs import TrainingCancelled
 from .losses import barlow_twins_loss, loss_spec
-from .toy import ToyRun, toy_data, train_toy
+from .plots import toy_figure  # notebook 01 draws a toy run with widgets.toy_figure
+from .toy import toy_data, train_toy
 
 
 def term_controls(loss: str) -> dict[str, tuple[str, float]]:
@@ -44,29 +46,6 @@ def term_widgets(
                                       step=0.1, description="weight", continuous_update=False, readout_format=".3g",
                                       **({"layout": W.Layout(width=width)} if width else {}))  # fmt: skip
     return checkboxes, sliders
-
-
-def _kernel_loop():
-    """The event loop of the IPython kernel's main thread, or None outside a kernel."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    return getattr(getattr(get_ipython(), "kernel", None), "io_loop", None)
-
-
-def on_main_thread(fn: Callable, *args) -> None:
-    """Call ``fn(*args)`` on the kernel's main thread, as soon as it is free; at once outside a
-    kernel or when already there. matplotlib is not thread-safe (two threads drawing at once can
-    fail, e.g. in its mathtext parser), so a panel's background work loads and trains in its
-    own thread and draws on the main one, between the cells the student runs."""
-    import threading
-
-    loop = _kernel_loop()
-    if loop is None or threading.current_thread() is threading.main_thread():
-        fn(*args)
-    else:
-        loop.add_callback(fn, *args)  # tornado: safe to call from any thread
 
 
 def _show(output, fig) -> None:
@@ -130,23 +109,6 @@ class TermPanel:
         _show(self.output, self.figure)
 
 
-def toy_figure(run: ToyRun, margin: float = 1.0):
-    """The toy run's embedding cloud, per-dimension std against the margin, and spectrum."""
-    fig, axes = plots.new_axes(3)
-    plots.embedding_cloud(axes[0], run.z1, run.z2)
-    plots.std_bars(axes[1], run.z1, margin=margin)
-    plots.spectrum(axes[2], run.z1)
-    report = run.report
-    fig.suptitle(
-        f"{report.verdict}: median std {report.median_std:.2f}, effective rank "
-        f"{report.effective_rank:.1f} of {report.max_rank}, leading direction "
-        f"{report.leading_share:.0%}",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    return fig
-
-
 def toy_panel(loss: str = "vicreg", **train_kwargs) -> TermPanel:
     """The notebook 01 panel: toggle and weigh each term, retrain the toy encoder, redraw."""
     terms = term_controls(loss)
@@ -208,10 +170,6 @@ class BlockSizePanel:
         _show(self.output, fig)
 
 
-class TrainingCancelled(Exception):
-    """Raised inside a panel's training run when its Cancel button is pressed."""
-
-
 class TrainPanel:
     """Choose a CIFAR-10 run: each term on or off and its weight, and the embedding width d;
     see its figure, and train a setting that nobody has trained yet in the background.
@@ -221,10 +179,11 @@ class TrainPanel:
     bar, and ``draw(result)`` (or ``draw(result, at)`` with a slider over the recorded
     evaluation steps, ``step_slider=True``) below. A setting held by the user's run cache or by
     the run bank (every checkbox combination at the default weights and d) is drawn as soon as it
-    is chosen. Any other setting waits for "Train", which trains it in a background thread: the
-    kernel stays free for other cells, the progress bar advances, "Cancel" stops the run (nothing
-    is cached, also when pressed during its final evaluation), an error is shown in the panel,
-    and the figure is drawn when the run ends. One run trains at a time per panel; a setting
+    is chosen. Any other setting waits for "Train", which trains it in the background (a
+    ``jobs.TrainingJob``): the kernel stays free for other cells, the progress bar advances with
+    the time left beside it (estimated from the steps timed so far on this machine), "Cancel"
+    stops the run (nothing is cached, also when pressed during its final evaluation), an error is
+    shown in the panel, and the figure is drawn when the run ends. One run trains at a time per panel; a setting
     chosen meanwhile is offered for training once it ends; ``panel.join()`` waits for it
     (scripts and tests). With ``prefetch`` (the default), every checkbox combination that is
     ready is drawn ahead, one at a time between the student's own requests, which come first,
@@ -276,6 +235,7 @@ class TrainPanel:
             description="Cancel", icon="stop", disabled=True, tooltip="stop the training run (nothing is cached)"
         )
         self.progress = W.IntProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="240px"))
+        self.remaining = W.Label(value="")  # the time left of the run training now (a Label: not the status HTML)
         self.step = (
             W.SelectionSlider(
                 options=[0], value=0, description="step", continuous_update=False, layout=W.Layout(width="420px")
@@ -290,16 +250,12 @@ class TrainPanel:
         self.output = W.Output()
         self.result = None
         self.figure = None
-        self.error: BaseException | None = None  # the last training run's error, if it failed
         self.updates = 0
         self.trained = 0  # runs trained by the button (not loaded)
         self._memo: dict[str, Any] = {}
         self._images: dict[tuple, tuple] = {}  # (run key, evaluation point) -> (figure, PNG output)
         self._syncing = False
-        self._thread: threading.Thread | None = None
-        self._active: threading.Thread | None = None  # the run's thread, from Train until its end is shown
-        self._active_config = None  # the setting it trains
-        self._cancel = threading.Event()
+        self._job: jobs.TrainingJob | None = None  # the last run started by Train
         self._ahead: collections.deque = collections.deque()  # (run, evaluation point) that _prefetch found
         self._ahead_lock = threading.Lock()
         self._drawing_ahead = False  # a _draw_ahead call is scheduled on the main thread
@@ -310,12 +266,12 @@ class TrainPanel:
         self.train_button.on_click(self.train)
         self.cancel_button.on_click(self.cancel)
         rows = [W.HBox([self.checkboxes[k], self.sliders[k]]) for k in terms]
-        rows.append(W.HBox([self.dim, self.train_button, self.cancel_button, self.progress]))
+        rows.append(W.HBox([self.dim, self.train_button, self.cancel_button, self.progress, self.remaining]))
         if self.step is not None:
             rows.append(self.step)
         self.widget = W.VBox([*rows, self.status, self.output])
         self.update()
-        if prefetch and _kernel_loop() is not None:  # the runs load in a thread, the figures draw on the main one
+        if prefetch and jobs.kernel_loop() is not None:  # the runs load in a thread, the figures draw on the main one
             threading.Thread(target=self._prefetch, daemon=True, name="TrainPanel prefetch").start()
         elif prefetch:  # no kernel (a script, a test): at once
             self._prefetch()
@@ -334,7 +290,12 @@ class TrainPanel:
     @property
     def training(self) -> bool:
         """Whether a run of this panel is training now (from "Train" until its end is shown)."""
-        return self._active is not None
+        return self._job is not None and self._job.running
+
+    @property
+    def error(self) -> BaseException | None:
+        """The last training run's error (a ``TrainingCancelled`` if it was cancelled), if it failed."""
+        return None if self._job is None else self._job.error
 
     def config(self):
         from .train import TrainConfig
@@ -366,8 +327,8 @@ class TrainPanel:
             self.train_button.disabled = False
             self.status.value = (
                 f"<small>{self._describe(config)} &mdash; not in the run bank or your run cache: press "
-                "<b>Train</b> trains it from CIFAR-10 in the background (about a minute on a "
-                "laptop CPU with the classroom settings).</small>"
+                "<b>Train</b> to train it from CIFAR-10 in the background (the time left shows beside "
+                "the progress bar, estimated from the steps done so far on this machine).</small>"
             )
         else:
             self.status.value = (
@@ -377,92 +338,68 @@ class TrainPanel:
         self.output.outputs = ()
 
     def train(self, button=None) -> None:
-        """Train the chosen setting in a background thread (the button's handler); the figure is
-        drawn when it ends. Does nothing while another run of this panel trains."""
-        import threading
-
+        """Train the chosen setting in the background (the button's handler); the figure is drawn
+        when it ends. Does nothing while another run of this panel trains."""
         if self.training:
             return
         config = self.config()
-        self.error = None
-        self._cancel.clear()
+        job = jobs.TrainingJob(
+            config,
+            on_progress=self._progress,
+            on_result=lambda result: self._ended(job, result, None),
+            on_error=lambda error: self._ended(job, None, error),
+        )
+        self._job = job
         self.train_button.disabled = True
         self.cancel_button.disabled = False
         self.progress.value = 0
+        self.remaining.value = jobs.remaining_text(None)
         self.status.value = f"<small>{self._describe(config)} &mdash; training in the background&hellip;</small>"
-        self._active_config = config
-        self._thread = self._active = threading.Thread(
-            target=self._train, args=(config,), daemon=True, name="TrainPanel"
-        )
-        self._thread.start()
+        job.start()
 
     def cancel(self, button=None) -> None:
         """Stop the run that is training: it stops after its current step, or, pressed during
         its final evaluation, when that ends; either way nothing is cached or shown."""
-        if not self.training:
+        if not self.training or not self._job.cancel():
             return
-        self._cancel.set()
         self.status.value = (
-            f"<small>{self._describe(self._active_config)} &mdash; cancelling&hellip; (nothing will be cached)</small>"
+            f"<small>{self._describe(self._job.config)} &mdash; cancelling&hellip; (nothing will be cached)</small>"
         )
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the run training now (if any) has ended, and re-raise its error."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self._job is not None:
+            self._job.join(timeout)
         if self.error is not None and not isinstance(self.error, TrainingCancelled):
             raise self.error
 
-    def _train(self, config) -> None:
-        """The run's thread: train, then hand the outcome to ``_finished`` on the main thread."""
-        import threading
+    def _progress(self, done: int, total: int, seconds_left: float | None) -> None:
+        """The job's progress, after each training step (in the job's thread)."""
+        self.progress.max = max(total, 1)
+        self.progress.value = done
+        self.remaining.value = jobs.remaining_text(seconds_left)
 
-        from .train import train_ssl
-
-        t0 = time.perf_counter()
-
-        def tick(done: int, total: int) -> None:
-            if self._cancel.is_set():
-                raise TrainingCancelled(f"cancelled after {done} of {total} steps")
-            self.progress.max = max(total, 1)
-            self.progress.value = done
-
-        result = error = None
-        try:
-            result = train_ssl(config, progress=False, callback=tick)
-            if self._cancel.is_set():  # pressed after the last step, during the final evaluation
-                _discard(result)
-                result = None
-                raise TrainingCancelled("cancelled during the final evaluation")
-        except BaseException as caught:  # shown in the panel: a thread's exception is otherwise lost
-            self.error = error = caught
-        on_main_thread(self._finished, threading.current_thread(), config, result, error, time.perf_counter() - t0)
-
-    def _finished(self, thread, config, result, error: BaseException | None, seconds: float) -> None:
-        """A training run has ended: keep it and draw it if it is still the chosen setting, else
-        show the chosen one; or say why it failed. Cancel counts until this point: a run
-        cancelled after ``train_ssl`` returned is discarded here."""
+    def _ended(self, job, result, error: BaseException | None) -> None:
+        """A training run has ended (on the main thread): keep it and draw it if it is still the
+        chosen setting, else show the chosen one; or say why it failed or that it was cancelled."""
         from .train import run_key
 
-        if thread is not self._active:  # not the panel's run (cannot happen: one run at a time)
+        if job is not self._job:  # not the panel's run (cannot happen: one run at a time)
             return
-        self._active = None
         self.cancel_button.disabled = True
-        if error is None and self._cancel.is_set():
-            _discard(result)
-            error = self.error = TrainingCancelled("cancelled before the run was shown")
-        chosen = run_key(self.config()) == run_key(config)
+        self.remaining.value = ""
+        chosen = run_key(self.config()) == run_key(job.config)
         if error is None:
             self.trained += not result.from_cache
-            self._memo[run_key(config)] = result
+            self._memo[run_key(job.config)] = result
             if chosen:
-                self._show(result, seconds=seconds)
+                self._show(result, seconds=job.seconds)
             else:
                 self.update()
             return
         self.update()  # the chosen setting, now that nothing trains: its run, or the Train button
         what = "cancelled: nothing was cached" if isinstance(error, TrainingCancelled) else "training failed"
-        note = f"<small>{self._describe(config)} &mdash; {what} ({type(error).__name__}: {error})</small>"
+        note = f"<small>{self._describe(job.config)} &mdash; {what} ({type(error).__name__}: {error})</small>"
         self.status.value = note if chosen else f"{self.status.value}<br>{note}"
 
     def _show(self, result, seconds: float | None = None) -> None:
@@ -537,7 +474,7 @@ class TrainPanel:
                 if self._drawing_ahead:  # the scheduled _draw_ahead will come to it
                     continue
                 self._drawing_ahead = True
-            on_main_thread(self._draw_ahead)
+            jobs.on_main_thread(self._draw_ahead)
 
     def _draw_ahead(self) -> None:
         """Draw the next run that ``_prefetch`` found (on the main thread). In a kernel, only one,
@@ -546,7 +483,7 @@ class TrainPanel:
         waiting for all of them. Outside a kernel, all of them at once."""
         from .train import run_key
 
-        loop = _kernel_loop()
+        loop = jobs.kernel_loop()
         while True:
             with self._ahead_lock:
                 if not self._ahead:
@@ -570,19 +507,3 @@ def _config_of(result):
     from .train import TrainConfig
 
     return TrainConfig(**result.config)
-
-
-def _discard(result) -> None:
-    """Remove the cache entry that ``train_ssl`` wrote for ``result``, a run cancelled after its
-    last step. A run that was found cached (or in the run bank) was not written by this run: it
-    stays, and so does any folder outside the run cache."""
-    import shutil
-    from pathlib import Path
-
-    from .paths import cache_dir
-
-    if result is None or result.from_cache or result.from_bank or result.path is None:
-        return
-    path = Path(result.path).resolve()
-    if cache_dir().resolve() in path.parents:
-        shutil.rmtree(path, ignore_errors=True)

@@ -73,6 +73,7 @@ def test_toy_panel_retrains_when_a_term_is_switched_off():
     assert panel.updates == 2 and panel.weights()["std_coeff"] == 0.0
     assert panel.result.report.verdict == "complete collapse"
     assert "complete collapse" in panel.figure._suptitle.get_text()
+    assert panel.draw is plots.toy_figure and widgets.toy_figure is plots.toy_figure  # notebook 01 uses widgets'
     panel.checkboxes["std_coeff"].value = True  # back: memoised, the same run object
     assert panel.result is first and panel.updates == 3
     panel.sliders["cov_coeff"].value = 10.0
@@ -203,7 +204,11 @@ def test_train_panel_trains_caches_and_toggles(tiny_settings):
     assert panel.progress.value == panel.progress.max == 4 and panel.train_button.disabled
     full = panel.result
     panel.controls["std_coeff_on"].value = False  # a new combination waits for the button
-    assert panel.result is None and panel.config().weights["std_coeff"] == 0.0 and panel.config().weights["sim_coeff"] == 25.0
+    assert (
+        panel.result is None
+        and panel.config().weights["std_coeff"] == 0.0
+        and panel.config().weights["sim_coeff"] == 25.0
+    )
     panel.train_button.click()
     panel.join()
     assert panel.trained == 2 and panel.result.config["weights"]["std_coeff"] == 0.0
@@ -246,7 +251,10 @@ def test_train_panel_uses_the_weights_its_settings_give(tiny_settings):
     assert panel.config().weights["lambd"] == 0.02
     panel.controls["lambd_on"].value = False
     assert panel.config().weights["lambd"] == 0.0
-    assert widgets.TrainPanel("barlow", draw=lambda result, at: None, settings=tiny_settings).config().weights["lambd"] == 0.0051
+    assert (
+        widgets.TrainPanel("barlow", draw=lambda result, at: None, settings=tiny_settings).config().weights["lambd"]
+        == 0.0051
+    )
 
 
 def _wait_for(condition, timeout: float = 60.0) -> None:
@@ -268,7 +276,9 @@ def test_train_panel_trains_in_the_background_and_the_caller_stays_free(tiny_set
     panel.progress.observe(lambda change: seen.append(change["new"]), names="value")
     panel.train()
     # the handler returned at once: the run trains in another thread while this one works
-    assert panel.training and panel._thread is not threading.current_thread() and panel.cancel_button.disabled is False
+    assert (
+        panel.training and panel._job.thread is not threading.current_thread() and panel.cancel_button.disabled is False
+    )
     assert float(torch.ones(100).sum()) == 100.0
     panel.train()  # one run at a time: a second press while training starts nothing
     panel.join(timeout=120)
@@ -280,7 +290,8 @@ def test_train_panel_trains_in_the_background_and_the_caller_stays_free(tiny_set
 
 
 def test_train_panel_cancel_stops_the_run_and_caches_nothing(tiny_settings):
-    from decorr_lite.train import cached_run
+    from decorr_lite.paths import cache_dir
+    from decorr_lite.train import cached_run, run_key
 
     settings = {**tiny_settings, "steps": 400}
     panel = widgets.TrainPanel("vicreg", draw=lambda result: plots.new_axes(1)[0], settings=settings)
@@ -291,6 +302,7 @@ def test_train_panel_cancel_stops_the_run_and_caches_nothing(tiny_settings):
     assert isinstance(panel.error, widgets.TrainingCancelled) and "cancelled" in panel.status.value
     assert panel.progress.value == 0 and not panel.train_button.disabled and panel.result is None
     assert cached_run(panel.config()) is None and panel.trained == 0
+    assert not (cache_dir() / "runs" / run_key(panel.config())).exists()  # not even a damaged entry
 
 
 def test_train_panel_shows_a_training_error_and_join_raises_it(tiny_settings, tmp_path):

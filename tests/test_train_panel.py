@@ -1,6 +1,7 @@
 """TrainPanel's order of work and its state around a run, with the slow parts faked: the run
-cache is a dict, training calls the progress callback and then waits for the test, and the
-kernel's event loop is a queue the test runs by hand. Each test takes a fraction of a second."""
+cache is a dict (or, where what is left on disk matters, the real one in the test's own cache
+folder), training calls the progress callback and then waits for the test, and the kernel's
+event loop is a queue the test runs by hand. Each test takes a fraction of a second."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ matplotlib.use("Agg")
 import collections
 import itertools
 import threading
+import warnings
 
 import pytest
 
-from decorr_lite import plots, train, widgets
+from decorr_lite import jobs, plots, runs, train, widgets
+from decorr_lite.data.cifar10 import CacheWarning
 from decorr_lite.paths import cache_dir
 from decorr_lite.train import TrainConfig, TrainResult, run_key
 
@@ -33,51 +36,67 @@ def fake_run(config: TrainConfig, path=None) -> TrainResult:
 
 @pytest.fixture
 def cache(monkeypatch):
-    """The run cache as {run key: run}; ``cached_run`` serves a run while its folder exists."""
+    """The run cache as {run key: run}: ``runs.save_run`` writes a folder and keeps the run,
+    ``cached_run`` serves it while its folder exists."""
     store: dict[str, TrainResult] = {}
 
     def cached_run(config=None, **changes):
         found = store.get(run_key(config))
         return found if found is not None and found.path.exists() else None
 
+    def save_run(result, key):
+        result.path = cache_dir() / "runs" / key
+        result.path.mkdir(parents=True)
+        store[key] = result
+        return result.path
+
     monkeypatch.setattr(train, "cached_run", cached_run)
+    monkeypatch.setattr(runs, "save_run", save_run)
     return store
 
 
 def put(store: dict, config: TrainConfig) -> TrainResult:
     """Write a finished run of ``config`` to the fake cache (a folder under the run cache)."""
-    path = cache_dir() / "runs" / run_key(config)
-    path.mkdir(parents=True)
-    store[run_key(config)] = run = fake_run(config, path)
+    run = fake_run(config)
+    runs.save_run(run, run_key(config))
     return run
 
 
 class FakeTraining:
     """``train_ssl``: calls the callback after each of 4 steps, sets ``evaluating``, waits for
-    ``finish`` (the final evaluation), then caches and returns the run, or raises ``fail``."""
+    ``finish`` (the final evaluation), then returns the run (cached first with ``cache=True``,
+    as train_ssl does), or raises ``fail``. ``calls`` records the keywords of each call."""
 
-    def __init__(self, store: dict) -> None:
-        self.store = store
+    def __init__(self) -> None:
         self.evaluating, self.finish = threading.Event(), threading.Event()
         self.fail: BaseException | None = None
+        self.calls: list[dict] = []
 
     def __call__(self, config, *, cache=True, progress=True, callback=None, **kwargs):
+        self.calls.append({"cache": cache, "progress": progress, **kwargs})
         for done in range(1, 5):
             callback(done, 4)
         self.evaluating.set()
         assert self.finish.wait(TIMEOUT)
         if self.fail is not None:
             raise self.fail
+        run = fake_run(config)
         if cache:
-            return put(self.store, config)
-        return fake_run(config)
+            runs.save_run(run, run_key(config))
+        return run
 
 
 @pytest.fixture
-def training(cache, monkeypatch):
-    fake = FakeTraining(cache)
+def fake_training(monkeypatch):
+    """Only ``train_ssl`` faked: the run cache is the real one (the test's own folder)."""
+    fake = FakeTraining()
     monkeypatch.setattr(train, "train_ssl", fake)
     return fake
+
+
+@pytest.fixture
+def training(cache, fake_training):
+    return fake_training
 
 
 def draw(result):
@@ -105,7 +124,7 @@ class FakeLoop:
 
 def test_a_combination_chosen_while_prefetch_draws_is_drawn_before_the_rest(cache, settings, monkeypatch):
     loop = FakeLoop()
-    monkeypatch.setattr(widgets, "_kernel_loop", lambda: loop)
+    monkeypatch.setattr(jobs, "kernel_loop", lambda: loop)
     terms = widgets.term_controls("vicreg")
     combos = []
     for on in itertools.product((True, False), repeat=len(terms)):
@@ -142,33 +161,53 @@ def test_a_combination_chosen_while_prefetch_draws_is_drawn_before_the_rest(cach
 # --------------------------------------------------------------------------- training runs
 
 
-def test_cancel_during_the_final_evaluation_caches_and_shows_nothing(training, settings):
+def test_cancel_during_the_final_evaluation_caches_and_shows_nothing(fake_training, settings):
+    """On the real run cache: the run is trained without it and never written, so nothing is
+    left behind, not even a damaged entry (a "current" naming a removed version)."""
     panel = widgets.TrainPanel("vicreg", draw=draw, settings=settings)
+    assert train.cached_run(panel.config()) is None
     panel.train()
-    assert training.evaluating.wait(TIMEOUT)  # every step is done: no callback will come again
+    assert fake_training.evaluating.wait(TIMEOUT)  # every step is done: no callback will come again
     panel.cancel_button.click()
-    training.finish.set()
+    fake_training.finish.set()
     panel.join(timeout=TIMEOUT)
+    assert [call["cache"] for call in fake_training.calls] == [False]
     assert isinstance(panel.error, widgets.TrainingCancelled) and "cancelled" in panel.status.value
     assert panel.result is None and panel.trained == 0 and not panel.training
     assert not panel.train_button.disabled and panel.cancel_button.disabled and panel.output.outputs == ()
-    assert train.cached_run(panel.config()) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)  # a damaged entry would warn
+        assert train.cached_run(panel.config()) is None
     assert not (cache_dir() / "runs" / run_key(panel.config())).exists()
 
 
-def test_cancel_after_training_returned_but_before_the_run_is_shown_still_counts(training, settings, monkeypatch):
+def test_a_run_that_ends_uncancelled_is_in_the_real_run_cache(fake_training, settings):
+    panel = widgets.TrainPanel("vicreg", draw=draw, settings=settings)
+    panel.train()
+    fake_training.finish.set()
+    panel.join(timeout=TIMEOUT)
+    assert panel.error is None and panel.trained == 1 and panel.result.path is not None
+    found = train.cached_run(panel.config())
+    assert found is not None and found.from_cache and found.final == panel.result.final
+    assert found.path == panel.result.path  # the version that save_run wrote, named by "current"
+
+
+def test_cancel_after_training_returned_but_before_the_run_is_shown_still_counts(
+    training, cache, settings, monkeypatch
+):
     loop = FakeLoop()  # in a kernel, the run is shown by a callback on the main thread
-    monkeypatch.setattr(widgets, "_kernel_loop", lambda: loop)
+    monkeypatch.setattr(jobs, "kernel_loop", lambda: loop)
     panel = widgets.TrainPanel("vicreg", draw=draw, settings=settings, prefetch=False)
     panel.train()
     training.finish.set()
-    panel.join(timeout=TIMEOUT)  # train_ssl has returned (and cached the run); not shown yet
+    panel.join(timeout=TIMEOUT)  # train_ssl has returned; the run is neither cached nor shown yet
     assert panel.training and not panel.cancel_button.disabled and len(loop.ready) == 1
+    assert train.cached_run(panel.config()) is None
     panel.cancel_button.click()
     loop.run()
     assert isinstance(panel.error, widgets.TrainingCancelled) and "cancelled" in panel.status.value
     assert panel.result is None and panel.trained == 0 and not panel.training and not panel.train_button.disabled
-    assert train.cached_run(panel.config()) is None
+    assert train.cached_run(panel.config()) is None and not cache
 
 
 def test_a_run_that_ends_uncancelled_is_cached_and_shown(training, settings):
@@ -179,7 +218,19 @@ def test_a_run_that_ends_uncancelled_is_cached_and_shown(training, settings):
     panel.join(timeout=TIMEOUT)
     assert panel.error is None and panel.trained == 1 and panel.result is not None and not panel.training
     assert train.cached_run(panel.config()) is panel.result and "trained in" in panel.status.value
-    assert panel.train_button.disabled and panel.cancel_button.disabled
+    assert panel.train_button.disabled and panel.cancel_button.disabled and panel.remaining.value == ""
+
+
+def test_the_time_left_shows_beside_the_progress_bar(training, settings):
+    panel = widgets.TrainPanel("vicreg", draw=draw, settings=settings)
+    assert "press" in panel.status.value and "minute" not in panel.status.value and "laptop" not in panel.status.value
+    panel.train()
+    assert training.evaluating.wait(TIMEOUT)  # 4 of 4 steps: the final evaluation
+    assert panel.progress.value == panel.progress.max == 4 and panel.remaining.value == "final evaluation…"
+    assert "training in the background" in panel.status.value
+    training.finish.set()
+    panel.join(timeout=TIMEOUT)
+    assert panel.remaining.value == ""
 
 
 @pytest.mark.parametrize("ends", ["trained", "failed"])
