@@ -47,9 +47,9 @@ import torch
 
 from ._checks import first_order
 from ._magnitude import branch_free, downscale, guard, moderate, peaks, scaled_eps
-from ._matrix import block_power_sums
 from .circular import inverse_permutation, split_blocks
 from .cross_correlation import BATCHNORM_EPS
+from .relaxed import block_power_sums
 
 CHUNK_BYTES = 4 * 2**20  # rows per chunk: about this much of one view, so a chunk's work stays in cache
 
@@ -443,7 +443,7 @@ class RelaxedVICReg(torch.autograd.Function):
       squared_difference (): sum over all entries of (z1 - z2)^2 (n * d times the invariance term);
       squares (2, d): per view, sum_n (z[n, i] - mean_i)^2 ((n - 1) times the variance);
       pairs (2, g, g), diagonal (2, g): per view, ``block_power_sums`` of the wrapped-diagonal
-      sums of the blocks of Zc^T Zc normalised by ``scale`` (g, g) (``covariance.relaxed_scale``),
+      sums of the blocks of Zc^T Zc normalised by ``scale`` (g, g) (``relaxed.vicreg_block_scale``),
       Zc the centred view with permuted features (``_power_sums`` forms them).
     The views are transformed shifted by their first row, x' = z[:, perm] - z[0, perm], and
     centred afterwards (the module's docstring, point 2).

@@ -23,13 +23,13 @@ import torch
 from . import _distributed, _fused
 from ._checks import check_decorrelation_options, check_flag, check_not_transformed, check_pair, check_positive
 from ._magnitude import downscale, moderate, peaks, scaled_eps
-from ._matrix import block_scale
 from ._module import DecorrelationLoss
 from ._precision import full_precision, upcast
 from ._spec import LossSpec, Term
 from .cross_correlation import BATCHNORM_EPS, batch_standardize
 from .methods import METHODS, check_impl, use_fused
-from .off_diagonal import off_diagonal_penalty, relaxed_penalty_from_power_sums
+from .off_diagonal import off_diagonal_penalty
+from .relaxed import barlow_twins_block_scale, sum_over_block_pairs
 
 # The paper's weights, written once: the functions, the module, training and the widgets read them here.
 BARLOW_TWINS_TERMS = (
@@ -201,11 +201,17 @@ def _fused_terms(z1, z2, block_size, exponent, permutation) -> dict[str, torch.T
     """The fast single-process path of the relaxation: every term from the fused pass (``_fused.py``)."""
     n, d = z1.shape
     c_diag, pairs, diagonal = _fused.RelaxedBarlowTwins.apply(
-        z1, z2, permutation, block_size, exponent, _fused.row_chunks(n, d, z1), block_scale(1 / n, d, block_size, z1)
+        z1,
+        z2,
+        permutation,
+        block_size,
+        exponent,
+        _fused.row_chunks(n, d, z1),
+        barlow_twins_block_scale(n, d, block_size, z1),
     )
     return {
         "on_diagonal": (1 - c_diag / n).pow(2).sum(),
-        "off_diagonal": relaxed_penalty_from_power_sums(pairs, diagonal),
+        "off_diagonal": sum_over_block_pairs(pairs, diagonal),
     }
 
 

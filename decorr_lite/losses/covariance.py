@@ -7,11 +7,14 @@ Exact (Bardes, Ponce, LeCun, ICLR 2022), for one branch with centred embeddings 
 q = 2 in VICReg. Relaxed (Shigeto et al., CVPR 2023, arXiv:2301.01569): features are split into
 g = ceil(d / b) blocks of b, and instead of every off-diagonal entry, the sums of wrapped
 diagonals s[u, v, k] of each b x b block of Z^T Z are penalised (see ``circular.py``),
-normalised exactly as the authors' released code does::
+normalised exactly as the authors' released code does (``relaxed.py``)::
 
     t[u, v, k] = s[u, v, k] / ((n - 1) * size(u, v))        size = b, or the last block's true
                                                              size if u or v is the last block
     c_fft(Z)   = mean_u sum_{k>=1} |t[u, u, k]|^q  +  2 * mean_{u<v} sum_k |t[u, v, k]|^q
+
+A mean over block pairs: at b = 1 this is 2 / (d - 1) times the exact term (q = 2), not the
+exact term itself.
 
 A random feature permutation applied before blocking (a fresh one every training step) stops
 the network from hiding correlations that cancel inside a sum.
@@ -23,9 +26,10 @@ import torch
 
 from ._checks import check_decorrelation_options, check_embeddings, check_not_transformed, check_result
 from ._distributed import all_reduce_sum
-from ._matrix import block_power_sums, block_scale, off_diagonal, power_sum
+from ._matrix import off_diagonal, power_sum
 from ._precision import full_precision, upcast
 from .circular import circular_blocks, permute_features
+from .relaxed import vicreg_relaxed_penalty
 
 GROWTH = "the covariance term grows as the fourth power of the embeddings' scale"
 
@@ -70,37 +74,7 @@ def _relaxed_penalty(
     sums = circular_blocks(zc, zc, block_size)  # (g, g, b); one FFT: zc is zc
     if global_n is not None:  # a sum over samples: add up the ranks' sums, O(g*g*b) numbers
         sums, n = all_reduce_sum(sums), global_n
-    return relaxed_penalty_from_sums(sums, n, d, block_size, exponent)
-
-
-def relaxed_scale(n: int, d: int, block_size: int, like: torch.Tensor) -> torch.Tensor:
-    """(g, g): 1 / ((n - 1) * size(u, v)), the authors' normalisation t = scale * s of the sums of
-    pair (u, v); a pair that involves the zero-padded last block has that block's true size."""
-    if d % block_size == 0:  # every block full: one value
-        return block_scale(1 / ((n - 1) * block_size), d, block_size, like)
-    num_blocks = -(-d // block_size)
-    sizes = torch.full((num_blocks,), float(block_size), dtype=like.dtype, device=like.device)
-    sizes[-1] = d - (num_blocks - 1) * block_size
-    return 1 / ((n - 1) * torch.minimum(sizes[:, None], sizes[None, :]))
-
-
-def relaxed_penalty_from_sums(sums: torch.Tensor, n: int, d: int, block_size: int, exponent: float) -> torch.Tensor:
-    """The authors' normalisation of the wrapped-diagonal sums (g, g, b) of Zc^T Zc over n rows."""
-    scale = relaxed_scale(n, d, block_size, sums)
-    return relaxed_penalty_from_power_sums(*block_power_sums(sums, exponent, scale))
-
-
-def relaxed_penalty_from_power_sums(pairs: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
-    """The penalty from ``block_power_sums`` of the normalised sums: pairs (g, g), diagonal (g,)."""
-    num_blocks = pairs.shape[0]
-    # Diagonal blocks: shift 0 is the block's variances, the rest are off-diagonal entries.
-    penalty = diagonal.sum() / num_blocks
-    if num_blocks > 1:
-        # Off-diagonal blocks: every shift. (u, v) and (v, u) hold the same sums reversed, so
-        # the upper triangle counted twice is the whole off-diagonal part.
-        num_pairs = num_blocks * (num_blocks - 1) // 2
-        penalty = penalty + 2 * torch.triu(pairs, diagonal=1).sum() / num_pairs
-    return penalty
+    return vicreg_relaxed_penalty(sums, n, d, block_size, exponent)
 
 
 def covariance_loss(

@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 
 from ._distributed import all_reduce_sum
-from ._matrix import block_power_sums, block_scale, off_diagonal, power_sum
+from ._matrix import off_diagonal, power_sum
 from .circular import circular_blocks, permute_features
+from .relaxed import barlow_twins_relaxed_penalty
 
 
 def off_diagonal_penalty(
@@ -53,16 +54,4 @@ def relaxed_penalty(a, b, block_size: int, exponent: float, permutation: torch.T
     n = a.shape[0]
     if global_n is not None:  # a sum over samples: add up the ranks' sums, O(g*g*b) numbers
         sums, n = all_reduce_sum(sums), global_n
-    # the sums of every pair of blocks are normalised by 1 / n, as the entries of C
-    scale = block_scale(1 / n, a.shape[1], block_size, sums)
-    return relaxed_penalty_from_power_sums(*block_power_sums(sums, exponent, scale))
-
-
-def relaxed_penalty_from_power_sums(pairs: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
-    """sum |s/n|^q over the diagonal blocks' shifts k >= 1 and every shift of the other blocks,
-    from ``block_power_sums`` of the normalised sums: pairs (g, g) and diagonal (g,)."""
-    num_blocks = pairs.shape[0]
-    penalty = diagonal.sum()
-    if num_blocks > 1:  # every ordered pair of distinct blocks, every shift
-        penalty = penalty + pairs.masked_fill(torch.eye(num_blocks, dtype=torch.bool, device=pairs.device), 0).sum()
-    return penalty
+    return barlow_twins_relaxed_penalty(sums, n, a.shape[1], block_size, exponent)

@@ -26,9 +26,10 @@ from ._checks import (
 from ._module import DecorrelationLoss
 from ._precision import full_precision, upcast
 from ._spec import LossSpec, Term
-from .covariance import covariance_penalty, relaxed_penalty_from_power_sums, relaxed_scale
+from .covariance import covariance_penalty
 from .invariance import invariance_loss
 from .methods import METHODS, check_impl, use_fused
+from .relaxed import mean_over_block_pairs, vicreg_block_scale
 from .variance import hinge_from_squares, variance_penalty
 
 # The paper's weights, written once: the functions, the module, training and the widgets read them here.
@@ -244,7 +245,7 @@ def _modular_terms(z1, z2, terms, method, block_size, exponent, permutation, gam
 def _fused_terms(z1, z2, terms, block_size, exponent, permutation, gamma, eps) -> dict[str, torch.Tensor]:
     """The fast single-process path of the relaxation: every term from the fused pass (``_fused.py``)."""
     n, d = z1.shape
-    scale = relaxed_scale(n, d, block_size, z1)
+    scale = vicreg_block_scale(n, d, block_size, z1)
     squared_difference, squares, pairs, diagonal = _fused.RelaxedVICReg.apply(
         z1, z2, permutation, block_size, exponent, _fused.row_chunks(n, d, z1), scale
     )
@@ -253,9 +254,7 @@ def _fused_terms(z1, z2, terms, block_size, exponent, permutation, gamma, eps) -
         out["invariance"] = squared_difference / (n * d)
     if "variance" in terms:
         out["variance"] = hinge_from_squares(squares, n, gamma, eps).mean()  # of the two views
-    out["covariance"] = relaxed_penalty_from_power_sums(pairs[0], diagonal[0]) + (
-        relaxed_penalty_from_power_sums(pairs[1], diagonal[1])
-    )
+    out["covariance"] = mean_over_block_pairs(pairs[0], diagonal[0]) + (mean_over_block_pairs(pairs[1], diagonal[1]))
     return out
 
 
