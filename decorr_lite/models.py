@@ -1,7 +1,7 @@
 """Encoders and the VICReg projector for 32x32 images.
 
 - ``SmallConvNet``: four conv-BN-ReLU stages and global average pooling. Built for a laptop CPU,
-  where a CIFAR ResNet-18 is far too slow for a class (the two's time per step: docs/training.md).
+  where a CIFAR ResNet-18 is far too slow for a class (the two's time per step: docs/pipeline.md).
 - ``ResNet18CIFAR``: the CIFAR variant of ResNet-18 (3x3 stem, no max-pool; 512 features),
   the backbone of the solo-learn CIFAR baselines. For GPU users.
 - ``Projector``: VICReg's expander, Linear-BN-ReLU, Linear-BN-ReLU, Linear, to width d.
