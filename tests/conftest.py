@@ -7,6 +7,7 @@ tiny files' checksums, as the real values only fit the real files.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import pickle
@@ -148,3 +149,30 @@ def tiny_cifar(tmp_path_factory) -> Path:
     splits = {"train": make_split("train", 10), "test": make_split("test", 11)}
     write_tar(root / "cifar10-tiny.tar.gz", image_members(splits))
     return root
+
+
+class FakeLoop:
+    """The kernel's event loop: callbacks queue up, in the order they were added, until the test
+    runs them on its main thread; one added while another runs goes to the back of the queue,
+    behind a message the student sent meanwhile."""
+
+    def __init__(self) -> None:
+        self.ready: collections.deque = collections.deque()
+
+    def add_callback(self, fn, *args) -> None:
+        self.ready.append((fn, args))
+
+    def run(self) -> None:
+        while self.ready:
+            fn, args = self.ready.popleft()
+            fn(*args)
+
+
+@pytest.fixture
+def fake_loop(monkeypatch) -> FakeLoop:
+    """A kernel's event loop for ``decorr_lite.jobs`` (and the panels that use it)."""
+    from decorr_lite import jobs
+
+    loop = FakeLoop()
+    monkeypatch.setattr(jobs, "kernel_loop", lambda: loop)
+    return loop

@@ -5,13 +5,12 @@ one, in the test's own folder, so what a job leaves on disk is what the user wou
 
 from __future__ import annotations
 
-import collections
 import threading
 import warnings
 
 import pytest
 
-from decorr_lite import jobs, train
+from decorr_lite import train
 from decorr_lite.data.cifar10 import CacheWarning
 from decorr_lite.jobs import TrainingCancelled, TrainingJob, estimate_remaining, remaining_text
 from decorr_lite.paths import cache_dir
@@ -106,21 +105,6 @@ class Outcome:
         self.errors.append(error)
         self.threads.append(threading.current_thread())
         self.ended.set()
-
-
-class FakeLoop:
-    """The kernel's event loop: callbacks queue up until the test runs them (on its main thread)."""
-
-    def __init__(self) -> None:
-        self.ready: collections.deque = collections.deque()
-
-    def add_callback(self, fn, *args) -> None:
-        self.ready.append((fn, args))
-
-    def run(self) -> None:
-        while self.ready:
-            fn, args = self.ready.popleft()
-            fn(*args)
 
 
 def not_cached(config) -> bool:
@@ -221,28 +205,27 @@ def test_cancel_during_the_final_evaluation_caches_nothing_and_leaves_no_damaged
     assert not (cache_dir() / "runs").exists() or not any((cache_dir() / "runs").iterdir())
 
 
-def test_the_outcome_is_handed_over_on_the_main_thread_and_cached_only_then(training, config, monkeypatch):
-    loop = FakeLoop()
-    monkeypatch.setattr(jobs, "kernel_loop", lambda: loop)
+@pytest.fixture
+def trained_job(training, config, fake_loop):
+    """A job whose training has returned: its hand-over waits for the main thread (``fake_loop``)."""
     outcome = Outcome()
     job = TrainingJob(config, **outcome.kwargs())
     job.start()
     training.finish.set()
-    job.join(TIMEOUT)  # train_ssl has returned: the hand-over waits for the main thread
+    job.join(TIMEOUT)
+    return job, outcome, fake_loop
+
+
+def test_the_outcome_is_handed_over_on_the_main_thread_and_cached_only_then(trained_job, config):
+    job, outcome, loop = trained_job
     assert len(loop.ready) == 1 and job.running and outcome.results == [] and not_cached(config)
     loop.run()
     assert outcome.threads == [threading.main_thread()] and outcome.results == [job.result]
     assert not job.running and train.cached_run(config) is not None
 
 
-def test_cancel_after_training_returned_but_before_the_hand_over_still_counts(training, config, monkeypatch):
-    loop = FakeLoop()
-    monkeypatch.setattr(jobs, "kernel_loop", lambda: loop)
-    outcome = Outcome()
-    job = TrainingJob(config, **outcome.kwargs())
-    job.start()
-    training.finish.set()
-    job.join(TIMEOUT)
+def test_cancel_after_training_returned_but_before_the_hand_over_still_counts(trained_job, config):
+    job, outcome, loop = trained_job
     assert job.error is None and job.result is not None and job.running
     assert job.cancel()
     loop.run()

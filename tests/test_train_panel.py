@@ -9,14 +9,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import collections
 import itertools
 import threading
 import warnings
 
 import pytest
 
-from decorr_lite import jobs, plots, runs, train, widgets
+from decorr_lite import plots, runs, train, widgets
 from decorr_lite.data.cifar10 import CacheWarning
 from decorr_lite.paths import cache_dir
 from decorr_lite.train import TrainConfig, TrainResult, run_key
@@ -106,25 +105,8 @@ def draw(result):
 # --------------------------------------------------------------------------- prefetch
 
 
-class FakeLoop:
-    """The kernel's event loop: callbacks run in the order they were added, and one added while
-    another runs goes to the back of the queue, behind a message the student sent meanwhile."""
-
-    def __init__(self) -> None:
-        self.ready: collections.deque = collections.deque()
-
-    def add_callback(self, fn, *args) -> None:
-        self.ready.append((fn, args))
-
-    def run(self) -> None:
-        while self.ready:
-            fn, args = self.ready.popleft()
-            fn(*args)
-
-
-def test_a_combination_chosen_while_prefetch_draws_is_drawn_before_the_rest(cache, settings, monkeypatch):
-    loop = FakeLoop()
-    monkeypatch.setattr(jobs, "kernel_loop", lambda: loop)
+def test_a_combination_chosen_while_prefetch_draws_is_drawn_before_the_rest(cache, settings, fake_loop):
+    loop = fake_loop
     terms = widgets.term_controls("vicreg")
     combos = []
     for on in itertools.product((True, False), repeat=len(terms)):
@@ -192,11 +174,8 @@ def test_a_run_that_ends_uncancelled_is_in_the_real_run_cache(fake_training, set
     assert found.path == panel.result.path  # the version that save_run wrote, named by "current"
 
 
-def test_cancel_after_training_returned_but_before_the_run_is_shown_still_counts(
-    training, cache, settings, monkeypatch
-):
-    loop = FakeLoop()  # in a kernel, the run is shown by a callback on the main thread
-    monkeypatch.setattr(jobs, "kernel_loop", lambda: loop)
+def test_cancel_after_training_returned_but_before_the_run_is_shown_still_counts(training, cache, settings, fake_loop):
+    loop = fake_loop  # in a kernel, the run is shown by a callback on the main thread
     panel = widgets.TrainPanel("vicreg", draw=draw, settings=settings, prefetch=False)
     panel.train()
     training.finish.set()

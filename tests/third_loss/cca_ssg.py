@@ -75,13 +75,6 @@ class CCASSGLoss(DecorrelationLoss):
         )  # fmt: skip
 
 
-SPEC = LossSpec(
-    name="cca-ssg",
-    title="CCA-SSG",
-    terms=CCA_SSG_TERMS,
-    terms_function=cca_ssg_terms,
-    loss_function=cca_ssg_loss,
-    module=CCASSGLoss,
-    methods=METHODS,
-)
+SPEC = LossSpec(name="cca-ssg", title="CCA-SSG", terms=CCA_SSG_TERMS, terms_function=cca_ssg_terms,
+                loss_function=cca_ssg_loss, module=CCASSGLoss, methods=METHODS)  # fmt: skip
 CCASSGLoss.spec = SPEC
