@@ -143,6 +143,12 @@ def tiny(tiny_cifar):
 
 
 @pytest.fixture
+def tiny_run(tiny_cifar):
+    """A smaller run still (d = 8, 2 steps, one evaluation): for tests of what is stored, not learned."""
+    return tiny_run_settings(tiny_cifar, dim=8, steps=2, eval_points=1)
+
+
+@pytest.fixture
 def tiny_cifar(tmp_path_factory) -> Path:
     """A session-wide tiny image-folder dataset for training tests (PNG tree)."""
     root = tmp_path_factory.mktemp("tiny-cifar")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tarfile
 import tracemalloc
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -117,13 +119,39 @@ def test_cache_is_keyed_by_content(tmp_path, splits, isolated_cache):
     assert len(list((isolated_cache / "datasets").glob("*.npz"))) == 2
 
 
-def test_damaged_cache_is_rebuilt(image_archive, isolated_cache):
-    first, _ = load_cifar10("test", root=image_archive, download=False, progress=False)
-    (cached,) = (isolated_cache / "datasets").glob("*.npz")
-    cached.write_bytes(b"not an npz")
+@pytest.mark.parametrize("damage", ["truncate", "flip a bit", "empty", "garbage", "not an npz"])
+def test_a_damaged_dataset_cache_is_rebuilt(image_archive, isolated_cache, damage):
+    """A truncated or bit-flipped .npz failed every later load (BadZipFile, Bad CRC-32)."""
+    first = load_cifar10("test", root=image_archive, download=False, progress=False)
+    (cached,) = (isolated_cache / "datasets").iterdir()
+    raw = bytearray(cached.read_bytes())
+    if damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    elif damage == "flip a bit":
+        raw[len(raw) // 2] ^= 0x10  # inside the images
+    elif damage == "empty":
+        raw = b""
+    elif damage == "not an npz":
+        raw = b"not an npz"
+    else:
+        raw = os.urandom(len(raw))
+    cached.write_bytes(bytes(raw))
     with pytest.warns(cifar10.CacheWarning, match="damaged"):
-        second, _ = load_cifar10("test", root=image_archive, download=False, progress=False)
-    assert torch.equal(first, second)
+        again = load_cifar10("test", root=image_archive, download=False, progress=False)
+    assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rebuilt: the next load is clean
+        load_cifar10("test", root=image_archive, download=False, progress=False)
+
+
+def test_a_cache_folder_that_is_a_file_only_turns_caching_off(image_archive, tmp_path, monkeypatch):
+    """DECORR_CACHE naming a file aborted load_cifar10 after decoding (NotADirectoryError)."""
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("x")
+    monkeypatch.setenv("DECORR_CACHE", str(not_a_folder))
+    with pytest.warns(cifar10.CacheWarning, match="caching is off.*DECORR_CACHE"):
+        images, labels = load_cifar10("test", root=image_archive, download=False, progress=False)
+    assert images.shape == (30, 3, 32, 32)
 
 
 # --------------------------------------------------------------------------- subsets
@@ -148,6 +176,11 @@ def test_subset_is_balanced_seeded_and_ordered(image_archive):
 def test_subset_must_be_a_positive_int(image_archive, subset):
     with pytest.raises(ValueError, match="subset"):
         load_cifar10("train", root=image_archive, download=False, subset=subset)
+
+
+def test_subset_accepts_numpy_integers(image_archive):
+    images, _ = load_cifar10("train", root=image_archive, download=False, progress=False, subset=np.int64(20))
+    assert images.shape[0] == 20
 
 
 def test_subset_larger_than_split(image_archive):
@@ -302,6 +335,45 @@ def test_missing_and_unknown_class_folders(tmp_path, splits):
     write_tree(tmp_path, members)
     with pytest.raises(CorruptDataError, match=r"unknown folders \['lorry'\].*missing or empty \['truck'\]"):
         load_cifar10("test", root=tmp_path, download=False, progress=False)
+
+
+def _cached_files(cache: Path) -> list[str]:
+    folder = cache / "datasets"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_a_tar_cut_between_members_is_refused_and_not_cached(splits, tmp_path, isolated_cache):
+    """An uncompressed tar cut cleanly after a member reads without an error: it loaded as a
+    smaller test split (9,199 images of the real copy) and was cached."""
+    full = tmp_path / "cifar10-full.tar"
+    with tarfile.open(full, "w") as tar:
+        for name, data in image_members(splits):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(full) as tar:
+        members = [m for m in tar.getmembers() if "/test/" in m.name]
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "cifar10-cut.tar").write_bytes(full.read_bytes()[: members[-2].offset])  # the last 2 test images gone
+    with pytest.raises(CorruptDataError, match=r"test split has 28 images where CIFAR-10 has 30") as err:
+        load_cifar10("test", root=cut, download=False, progress=False)
+    assert "truck: 1 of 3 (2 missing)" in str(err.value) and "complete copy" in str(err.value)
+    assert _cached_files(isolated_cache) == []
+
+
+def test_an_image_tree_with_missing_files_names_the_class(splits, tmp_path, isolated_cache):
+    tree = write_tree(tmp_path / "tree", image_members(splits, prefix=""))
+    for path in sorted((tree / "train" / "cat").iterdir())[:2]:
+        path.unlink()
+    with pytest.raises(CorruptDataError, match=r"cat: 4 of 6 \(2 missing\)") as err:
+        load_cifar10("train", root=tree, download=False, progress=False)
+    assert "restore the missing files" in str(err.value)
+    assert _cached_files(isolated_cache) == []
+    # an extra image is as wrong as a missing one
+    (tree / "test" / "dog" / "extra.png").write_bytes((tree / "test" / "dog").iterdir().__next__().read_bytes())
+    with pytest.raises(CorruptDataError, match="dog: 4, 1 more than 3"):
+        load_cifar10("test", root=tree, download=False, progress=False)
 
 
 def test_root_file_that_is_not_an_archive(tmp_path):

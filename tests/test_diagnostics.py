@@ -280,3 +280,38 @@ def test_ordinary_scales_are_measured_as_before():
         assert dg.leading_share(x) == float(power.max() / power.sum())
         report = dg.collapse_report(x)
         assert report.median_std == float(x.std(dim=0).median())
+
+
+# --------------------------------------------------------------------------- kNN at small temperatures, bad arguments
+
+
+def test_knn_at_a_small_temperature_does_not_overflow():
+    """exp(s / T) overflowed at T = 1e-3: every neighbour weighed inf, the votes tied at nan and
+    the lowest class won. Here the one nearest neighbour (similarity 1) is of the right class,
+    the others are a bit farther and of class 0: a small T must follow the nearest."""
+    train = torch.tensor([[1.0, 0.0], [0.9, 0.44], [0.9, -0.44], [0.88, 0.47]], dtype=torch.float64)
+    labels = torch.tensor([1, 0, 0, 0])
+    query = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    assert dg.knn_accuracy(train, labels, query, torch.tensor([1]), k=4, temperature=1e-3) == 1.0
+    assert dg.knn_accuracy(train, labels, query, torch.tensor([1]), k=4, temperature=None) == 0.0
+
+
+@pytest.mark.parametrize("temperature", [0, -0.1, float("nan"), float("inf")])
+def test_knn_rejects_a_bad_temperature(temperature):
+    x = torch.randn(10, 3)
+    with pytest.raises(ValueError, match="temperature must be"):
+        dg.knn_accuracy(x, torch.arange(10) % 2, x, torch.arange(10) % 2, k=3, temperature=temperature)
+
+
+def test_knn_rejects_nan_features():
+    x = torch.randn(10, 3)
+    bad = x.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="test_features contains NaN"):
+        dg.knn_accuracy(x, torch.arange(10) % 2, bad, torch.arange(10) % 2, k=3)
+
+
+@pytest.mark.parametrize("name", ["margin", "complete_below", "dimensional_above"])
+def test_collapse_report_rejects_nan_thresholds(name):
+    with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+        dg.collapse_report(torch.randn(20, 4), **{name: float("nan")})

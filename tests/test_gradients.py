@@ -88,3 +88,35 @@ def test_gradcheck_of_the_downscaled_standardisation(monkeypatch, config):
     z1, z2 = ((4 * leaf(seed)).detach().requires_grad_() for seed in (6, 7))  # largest |entries| > 1: downscaled
     assert gradcheck(lambda a, b: dl.barlow_twins_loss(a, b, **config), (z1, z2))
     assert gradcheck(dl.cross_correlation, (z1, z2))
+
+
+# --------------------------------------------------------------------------- higher-order derivatives
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda z1, z2: dl.barlow_twins_loss(z1, z2),
+        lambda z1, z2: dl.barlow_twins_loss(z1, z2, method="gram"),
+        lambda z1, z2: dl.barlow_twins_loss(z1, z2, method="fft"),
+        lambda z1, z2: dl.vicreg_loss(z1, z2, method="fft"),
+        lambda z1, z2: dl.vicreg_loss(z1, z2, method="fft", block_size=3),
+    ],
+)
+def test_higher_order_derivatives_are_refused_with_a_clear_error(call):
+    z1 = torch.randn(16, 6, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(16, 6, dtype=torch.float64)
+    with pytest.raises(NotImplementedError, match="first derivatives only"):
+        torch.autograd.grad(call(z1, z2), z1, create_graph=True)
+    with pytest.raises(NotImplementedError, match="first derivatives only"):
+        torch.func.grad(lambda z: call(z, z2))(z1.detach())
+
+
+def test_vicreg_exact_supports_higher_order_derivatives():
+    z1 = torch.randn(10, 4, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(10, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda a, b: dl.vicreg_loss(a, b, check_finite=False), (z1, z2))
+    torch.testing.assert_close(
+        torch.func.grad(lambda z: dl.vicreg_loss(z, z2.detach(), check_finite=False))(z1.detach()),
+        torch.autograd.grad(dl.vicreg_loss(z1, z2), z1)[0],
+    )

@@ -197,3 +197,28 @@ def test_terms_sum_to_the_losses(method):
         dl.barlow_twins_terms(z1, z2, terms=["off_diagonal", "whitening"])
     with pytest.raises(ValueError, match="terms"):
         dl.vicreg_terms(z1, z2, terms=["variance", "whitening"])
+
+
+# --------------------------------------------------------------------------- terms and signs
+
+
+def test_terms_accepts_a_single_name():
+    """A string used to be iterated character by character ("i", "n", ...: unknown terms)."""
+    z1, z2 = torch.randn(20, 6), torch.randn(20, 6)
+    assert list(dl.vicreg_terms(z1, z2, terms="invariance")) == ["invariance"]
+    torch.testing.assert_close(
+        dl.vicreg_terms(z1, z2, terms="variance")["variance"], dl.vicreg_terms(z1, z2, terms=["variance"])["variance"]
+    )
+
+
+def test_gram_penalty_is_never_negative():
+    """The Gram route subtracts the squared variances from a total that holds them: for exactly
+    decorrelated input (d = 1: no off-diagonal entry at all) rounding could leave it below 0."""
+    values = []
+    for seed in range(40):
+        z = 100 * torch.randn(512, 1, generator=torch.Generator().manual_seed(seed))
+        values += [
+            float(dl.covariance_loss(z, method="gram")),
+            float(dl.barlow_twins_terms(z, z * 2, method="gram")["off_diagonal"]),
+        ]
+    assert min(values) >= 0

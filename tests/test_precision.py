@@ -1,13 +1,101 @@
-"""Mixed-precision training: how ``precision`` resolves, what it records, and that it trains
-reproducibly. (The losses' own float32 guarantee is tested in ``test_reliability.py``.)"""
+"""Mixed precision: every loss computes in float32 whatever the precision of its input or of an
+autocast region around it (``losses/_precision.py``), and training's ``precision``: how it
+resolves, what it records, and that it trains reproducibly."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+import decorr_lite as dl
 from decorr_lite import cli, settings, train, training
 from decorr_lite.train import TrainConfig, train_ssl
+
+LOSSES = {"vicreg": dl.vicreg_loss, "barlow": dl.barlow_twins_loss}
+METHODS = {
+    "exact": {},
+    "gram": {},
+    "fft b=d": {"method": "fft"},
+    "fft b=8": {"method": "fft", "block_size": 8},
+    "fft b=d q=1": {"method": "fft", "exponent": 1},
+}
+
+
+def _kwargs(name: str) -> dict:
+    return {"method": name, **METHODS[name]} if name in ("exact", "gram") else dict(METHODS[name])
+
+
+# --------------------------------------------------------------------------- the losses
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("scale", [1.0, 50.0])
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("method", list(METHODS))
+def test_losses_inside_autocast_equal_the_float32_loss(dtype, scale, loss, method):
+    """Embeddings made inside a CPU autocast region (half precision), and the loss called there
+    too: the loss is float32, equals the float32 loss of the same embeddings to 1e-5, and its
+    gradients are finite: with respect to the embeddings, in their dtype, and (bf16, whose range
+    is float32's) through the layer. In fp16 the layer's own backward can overflow at scale 50
+    (a sum over the batch of large gradients): that is what a gradient scaler is for."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 32, generator=g)
+    layer = torch.nn.Linear(32, 64)
+    with torch.autocast("cpu", dtype=dtype):
+        z1, z2 = layer(x) * scale, layer(x + 0.3 * torch.randn(x.shape, generator=g)) * scale
+        assert z1.dtype == dtype
+        value = LOSSES[loss](z1, z2, **_kwargs(method))
+    f1, f2 = (z.detach().float().requires_grad_() for z in (z1, z2))
+    reference = LOSSES[loss](f1, f2, **_kwargs(method))
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value, reference, rtol=1e-5, atol=0)
+    z1.retain_grad()
+    value.backward()
+    reference.backward()
+    assert z1.grad.dtype == dtype and torch.isfinite(z1.grad).all()
+    torch.testing.assert_close(z1.grad.float(), f1.grad, rtol=1e-2, atol=1e-2 * float(f1.grad.abs().max()))
+    if dtype == torch.bfloat16:
+        assert torch.isfinite(layer.weight.grad).all() and layer.weight.grad.abs().sum() > 0
+
+
+def test_gram_in_float16_is_finite():
+    """n = d = 32 with unit-variance data: the squared Gram entries overflowed float16 (inf)."""
+    z = torch.randn(32, 32, generator=torch.Generator().manual_seed(1))
+    half = dl.covariance_loss(z.half(), method="gram")
+    assert torch.isfinite(half)
+    torch.testing.assert_close(half, dl.covariance_loss(z.half().float(), method="exact"), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_every_function_returns_float32_and_gradients_in_the_input_dtype(dtype):
+    g = torch.Generator().manual_seed(2)
+    z1 = torch.randn(40, 12, generator=g).to(dtype).requires_grad_()
+    z2 = torch.randn(40, 12, generator=g).to(dtype).requires_grad_()
+    outputs = [
+        dl.invariance_loss(z1, z2),
+        dl.variance_loss(z1),
+        dl.covariance_loss(z1, method="gram"),
+        dl.covariance_loss(z1, method="fft", block_size=5),
+        dl.cross_correlation(z1, z2).sum(),
+        dl.circular_correlation(z1, z2, 4).sum(),
+        *dl.vicreg_terms(z1, z2, method="fft").values(),
+        *dl.barlow_twins_terms(z1, z2, method="gram").values(),
+        dl.vicreg_loss(z1, z2, sim_coeff=0, std_coeff=0, cov_coeff=0),
+    ]
+    assert [o.dtype for o in outputs] == [torch.float32] * len(outputs)
+    sum(o for o in outputs if o.requires_grad).backward()
+    assert z1.grad.dtype == dtype and z2.grad.dtype == dtype and torch.isfinite(z1.grad.float()).all()
+
+
+def test_float64_stays_float64_under_autocast():
+    z1, z2 = (torch.randn(30, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(s)) for s in (3, 4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        values = [dl.vicreg_loss(z1, z2, method=m) for m in ("exact", "gram", "fft")]
+    assert all(v.dtype == torch.float64 for v in values)
+    torch.testing.assert_close(values[0], dl.vicreg_loss(z1, z2), rtol=1e-14, atol=0)
+
+
+# --------------------------------------------------------------------------- training
 
 
 def _cpu_bf16(monkeypatch, native: bool):

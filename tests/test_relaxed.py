@@ -1,5 +1,6 @@
 """decorr_lite.losses.relaxed: the two normalisations of the relaxed penalty, against the exact
-terms written out here in float64."""
+terms written out here in float64, and large exponents, whose sums are normalised before the
+power."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import torch
 
 import decorr_lite as dl
 from decorr_lite.losses import relaxed
+
+LOSSES = {"vicreg": dl.vicreg_loss, "barlow": dl.barlow_twins_loss}
 
 
 def _views(n=64, d=12, seed=0):
@@ -56,3 +59,30 @@ def test_vicreg_s_scale_uses_the_last_block_s_true_size():
         relaxed.barlow_twins_block_scale(n=11, d=10, block_size=4, like=scale),
         torch.full((3, 3), 1 / 11, dtype=torch.float64),
     )
+
+
+# --------------------------------------------------------------------------- large exponents
+
+
+def test_barlow_fft_with_a_large_integer_exponent():
+    """n ** exponent on Python ints overflowed (OverflowError: int too big to convert) at q >= 8."""
+    g = torch.Generator().manual_seed(5)
+    z1, z2 = torch.randn(256, 16, generator=g), torch.randn(256, 16, generator=g)
+    as_int = dl.barlow_twins_loss(z1, z2, method="fft", exponent=8)
+    as_float = dl.barlow_twins_loss(z1, z2, method="fft", exponent=8.0)
+    torch.testing.assert_close(as_int, as_float, rtol=0, atol=0)
+    torch.testing.assert_close(as_int, dl.barlow_twins_loss(z1.double(), z2.double(), method="fft", exponent=8).float())
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("exponent", [16, 24])
+def test_large_exponents_in_float32_match_exact(loss, exponent):
+    """The sums were raised to q before they were normalised: NaN in float32 from q = 16. With
+    b = 1 every wrapped diagonal is one entry, so the relaxation must equal the exact loss."""
+    g = torch.Generator().manual_seed(6)
+    z1 = torch.randn(256, 12, generator=g)
+    z2 = z1 + 0.5 * torch.randn(256, 12, generator=g)
+    relaxed = LOSSES[loss](z1, z2, method="fft", block_size=1, exponent=exponent)
+    exact = LOSSES[loss](z1.double(), z2.double(), exponent=exponent)
+    assert torch.isfinite(relaxed)
+    torch.testing.assert_close(relaxed.double(), exact, rtol=1e-4, atol=1e-30)

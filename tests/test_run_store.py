@@ -14,14 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import image_members, make_split, tiny_run_settings, write_tar
+from conftest import image_members, make_split, write_tar
 from decorr_lite import cli, runs, train, training
 from decorr_lite.data.cifar10 import CacheWarning
-
-
-@pytest.fixture
-def tiny_run(tiny_cifar):
-    return tiny_run_settings(tiny_cifar, dim=8, steps=2, eval_points=1)
 
 
 def _no_training(*args, **kwargs):
@@ -85,6 +80,16 @@ def test_out_replaces_a_planted_link_and_never_writes_through_it(tiny_run, tmp_p
     runs.load_run(out)
 
 
+@pytest.mark.parametrize("kind", ["a file", "inside a file"])
+def test_an_unusable_out_folder_fails_before_training(kind, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("DECORR_DATA", str(tmp_path / "no-data-here"))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    out = blocker if kind == "a file" else blocker / "run"
+    assert cli.main(["train", "--quiet", "--out", str(out)]) == 2
+    assert "error: out=" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- a full disk
 
 
@@ -114,6 +119,42 @@ def test_a_full_disk_while_caching_keeps_the_run(tiny_run, tmp_path, monkeypatch
     assert leftovers == []
     monkeypatch.setattr(torch, "save", real_save)
     assert train.cached_run(**tiny_run) is None  # nothing was cached, so nothing damaged is served
+
+
+# --------------------------------------------------------------------------- a damaged entry
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncate metrics.json", "truncate arrays.npz", "remove model.pt", "truncate model.pt", "remove metrics.json"],
+)
+def test_a_damaged_run_cache_entry_is_retrained_and_replaced(tiny_run, damage):
+    """A truncated metrics.json crashed every later run of that configuration (JSONDecodeError),
+    and a run without model.pt was served as cached."""
+    first = train.train_ssl(**tiny_run, progress=False)
+    verb, name = damage.split()
+    path = first.path / name
+    path.unlink() if verb == "remove" else path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.warns(CacheWarning, match="damaged"):
+        again = train.train_ssl(**tiny_run, progress=False)
+    assert not again.from_cache and again.final["knn_top1"] == first.final["knn_top1"]
+    assert train.cached_run(**tiny_run) is not None  # replaced: a clean hit from now on
+    again.load_model()
+
+
+def test_no_cache_on_the_command_line_replaces_a_damaged_entry(tiny_run, tmp_path, capsys):
+    first = train.train_ssl(**tiny_run, progress=False)
+    (first.path / "metrics.json").write_text("{")
+    argv = (
+        ["train", "--quiet", "--no-cache"]
+        + [x for k, v in tiny_run.items() if v is not None for x in (f"--{k.replace('_', '-')}", str(v))]
+        + ["--train-subset", "0"]
+    )
+    assert cli.main(argv) == 0
+    replaced = train.load_run(first.path.parent).final  # the run's folder names its new version
+    assert {k: replaced[k] for k in ("knn_top1", "linear_probe_top1", "effective_rank")} == {
+        k: first.final[k] for k in ("knn_top1", "linear_probe_top1", "effective_rank")
+    }
 
 
 # --------------------------------------------------------------------------- the data's identity

@@ -193,6 +193,14 @@ def test_bad_configuration(settings, name):
         TrainConfig(**settings)
 
 
+def test_a_batch_too_small_for_the_processes_is_refused(tiny_run, monkeypatch):
+    """--batch-size 6 on 4 processes would leave processes with 1 image (BatchNorm fails, or the
+    local batch check raised on one rank while the others waited)."""
+    monkeypatch.setattr(training, "_distributed_setup", lambda device: (4, 0, False))
+    with pytest.raises(ValueError, match="batch_size=6 over 4 processes.*batch_size >= 8"):
+        train.train_ssl(**{**tiny_run, "batch_size": 6}, progress=False)
+
+
 def test_batch_larger_than_training_set(tiny):
     with pytest.raises(ValueError, match="batch_size"):
         train_ssl(progress=False, cache=False, **{**tiny, "batch_size": 100})

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import tiny_run_settings
 from decorr_lite import cli, train, training
@@ -19,17 +20,36 @@ BAD_FLAGS = [
     (["--seed", str(2**32)], "seed must be in [0, 2**32 - 1]"),
     # this hung building the evaluation schedule
     (["--eval-points", str(10**9)], "eval_points must be at most 1000"),
+    # these passed the config check and failed after the data was decoded and the step-0 evaluation ran
+    (["--exponent", "0"], "exponent must be"),
+    (["--exponent", "nan"], "exponent must be"),
+    (["--method", "gram", "--exponent", "1"], "needs exponent=2"),
+    (["--knn-k", "0"], "knn_k must be >= 1"),
+    (["--probe-batch", "1"], "probe_batch must be >= 2"),
+    (["--train-subset", "-5"], "train_subset must be in"),
+    (["--train-subset", "60000"], "train_subset must be in"),
+    (["--width", "0"], "width must be >= 1"),
+    (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "device="),
+    (["--device", "cudax"], "device must be"),
+    (["--train-subset", "100", "--batch-size", "256"], "batch_size must be in"),
+    (["--sim-coeff", "inf"], "sim_coeff must be a finite number"),
+    (["--lr", "nan"], "lr must be a finite number"),
+    (["--knn-k", "50", "--eval-bank", "20"], "knn_k=50 needs a kNN bank"),
 ]
 
 
 @pytest.mark.parametrize("flags, message", BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
-def test_out_of_range_settings_fail_at_once_with_exit_2(flags, message, capsys, tmp_path, monkeypatch):
+def test_bad_settings_fail_at_once_with_exit_2(flags, message, capsys, tmp_path, monkeypatch):
+    """Each of these failed late (BAD_FLAGS says how): after the data was decoded, or at the end
+    of training, or never, as a traceback with exit 1. No data is given here: the check must come
+    first."""
     monkeypatch.setenv("DECORR_DATA", str(tmp_path / "no-data-here"))
     started = time.perf_counter()
     assert cli.main(["train", "--quiet", *flags]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and message in error, error
     assert time.perf_counter() - started < 2
+    assert not (tmp_path / "no-data-here").exists()
 
 
 def test_the_largest_seed_is_accepted():

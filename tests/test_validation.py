@@ -203,3 +203,12 @@ def test_switches_must_be_true_or_false(loss, name, value):
 def test_check_finite_of_the_single_view_terms_must_be_true_or_false(fn):
     with pytest.raises(TypeError, match="check_finite must be True or False"):
         fn(good(), check_finite="no")
+
+
+# ------------------------------------------------------------------------------ tensors
+
+
+@pytest.mark.parametrize("make", [lambda: torch.randn(20, 6).to_sparse(), lambda: torch.randn(20, 6, device="meta")])
+def test_sparse_and_meta_tensors_get_a_clear_error(make):
+    with pytest.raises(TypeError, match="dense tensors on a real device"):
+        dl.vicreg_loss(make(), make())
