@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from decorr_lite.data import cifar10
+from decorr_lite.losses import LOSSES
 
 PER_CLASS = {"train": 6, "test": 3}
 
@@ -126,6 +127,11 @@ def image_archive(tmp_path, splits) -> Path:
     root.mkdir()
     write_tar(root / "cifar10-tiny.tar.gz", image_members(splits))
     return root
+
+
+def losses_and_methods() -> list[tuple[str, str]]:
+    """(loss, method): every registered loss by every method it supports, for tests of them all."""
+    return [(name, method) for name, spec in sorted(LOSSES.items()) for method in spec.methods]
 
 
 def tiny_run_settings(tiny_cifar, **changes) -> dict:

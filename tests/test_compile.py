@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import decorr_lite as dl
+from conftest import losses_and_methods
 
 pytestmark = [
     pytest.mark.slow,
@@ -20,13 +21,10 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize("module_class", [dl.VICRegLoss, dl.BarlowTwinsLoss], ids=["vicreg", "barlow"])
-@pytest.mark.parametrize(
-    "options",
-    [dict(method="exact"), dict(method="gram"), dict(method="fft", block_size=8, exponent=1)],
-    ids=["exact", "gram", "fft"],
-)
-def test_the_compiled_module_equals_eager(module_class, options):
+@pytest.mark.parametrize("loss, method", losses_and_methods())
+def test_the_compiled_module_equals_eager(loss, method):
+    module_class = dl.loss_spec(loss).module
+    options = dict(method="fft", block_size=8, exponent=1) if method == "fft" else dict(method=method)
     torch._dynamo.reset()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 32, generator=g)

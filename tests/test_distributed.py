@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from decorr_lite import barlow_twins_loss, vicreg_loss
+from decorr_lite import LOSSES, barlow_twins_loss, vicreg_loss
 
 N, D = 11, 8
 # Rows per rank. The global batch must have n >= 2; a rank may hold 0 or 1 rows.
@@ -32,15 +32,20 @@ def cases():
     and not, with and without a permutation, and VICReg with single terms switched off."""
     perm = torch.randperm(D, generator=torch.Generator().manual_seed(3))
     out = []
-    for name, fn in (("vicreg", vicreg_loss), ("barlow", barlow_twins_loss)):
+    settings = [
+        ("exact", {}),
+        ("exact q=1", {"exponent": 1}),
+        ("gram", {"method": "gram"}),
+        ("fft b=d", {"method": "fft"}),
+        ("fft b=d q=1 perm", {"method": "fft", "exponent": 1, "permutation": perm}),
+        ("fft b=3 perm", {"method": "fft", "block_size": 3, "permutation": perm}),
+        ("fft b=4", {"method": "fft", "block_size": 4}),
+    ]
+    for name, spec in LOSSES.items():  # every loss, with every setting of a method it supports
         out += [
-            (f"{name} exact", fn, {}),
-            (f"{name} exact q=1", fn, {"exponent": 1}),
-            (f"{name} gram", fn, {"method": "gram"}),
-            (f"{name} fft b=d", fn, {"method": "fft"}),
-            (f"{name} fft b=d q=1 perm", fn, {"method": "fft", "exponent": 1, "permutation": perm}),
-            (f"{name} fft b=3 perm", fn, {"method": "fft", "block_size": 3, "permutation": perm}),
-            (f"{name} fft b=4", fn, {"method": "fft", "block_size": 4}),
+            (f"{name} {label}", spec.loss_function, kwargs)
+            for label, kwargs in settings
+            if kwargs.get("method", "exact") in spec.methods
         ]
     out += [
         ("vicreg invariance off", vicreg_loss, {"sim_coeff": 0.0, "method": "fft"}),

@@ -21,12 +21,13 @@ import torch.multiprocessing as mp
 from torch.autograd import gradcheck
 
 import decorr_lite as dl
+from conftest import losses_and_methods
 from decorr_lite import losses, toy, widgets
 from decorr_lite.losses import reference
 from decorr_lite.train import TrainConfig, build_loss
 
 N, D = 24, 10
-MODULES = {"vicreg": (dl.VICRegLoss, dl.vicreg_loss), "barlow": (dl.BarlowTwinsLoss, dl.barlow_twins_loss)}
+MODULES = {name: (spec.module, spec.loss_function) for name, spec in dl.LOSSES.items()}
 METHOD_CASES = [
     dict(method="exact"),
     dict(method="gram"),
@@ -129,7 +130,7 @@ def test_state_dict_round_trip_resumes_the_permutation_sequence():
     assert all(torch.equal(resumed.next_permutation(D, torch.device("cpu")), e) for e in expected)
 
 
-@pytest.mark.parametrize("module_class", [dl.VICRegLoss, dl.BarlowTwinsLoss], ids=["vicreg", "barlow"])
+@pytest.mark.parametrize("module_class", [spec.module for spec in dl.LOSSES.values()], ids=list(dl.LOSSES))
 @pytest.mark.parametrize(
     "seed,error",
     [
@@ -157,7 +158,7 @@ def test_integer_seeds_are_taken_as_ints(seed):
     assert torch.equal(module.next_permutation(D, torch.device("cpu")), expected)
 
 
-@pytest.mark.parametrize("module_class", [dl.VICRegLoss, dl.BarlowTwinsLoss], ids=["vicreg", "barlow"])
+@pytest.mark.parametrize("module_class", [spec.module for spec in dl.LOSSES.values()], ids=list(dl.LOSSES))
 @pytest.mark.parametrize("name", ["permute", "check_finite", "gather_distributed", "measure_all_terms"])
 @pytest.mark.parametrize("value", ["False", 0, None], ids=repr)
 def test_a_module_s_switches_must_be_true_or_false(module_class, name, value):
@@ -167,7 +168,7 @@ def test_a_module_s_switches_must_be_true_or_false(module_class, name, value):
     assert getattr(module_class(**{name: np.bool_(False)}), name) is False
 
 
-@pytest.mark.parametrize("module_class", [dl.VICRegLoss, dl.BarlowTwinsLoss], ids=["vicreg", "barlow"])
+@pytest.mark.parametrize("module_class", [spec.module for spec in dl.LOSSES.values()], ids=list(dl.LOSSES))
 @pytest.mark.parametrize(
     "block_size,error", [(0, ValueError), (-2, ValueError), (2.5, TypeError), ("8", TypeError)], ids=repr
 )
@@ -269,13 +270,9 @@ def test_the_reference_is_differentiable_and_b_1_is_exact():
     torch.testing.assert_close(reference.relaxed_barlow_twins_off_diagonal(z1, z2, 1, 2), exact, rtol=1e-12, atol=0)
 
 
-@pytest.mark.parametrize("loss", sorted(MODULES))
-@pytest.mark.parametrize(
-    "options",
-    [dict(method="exact"), dict(method="gram"), dict(method="fft", block_size=4)],
-    ids=["exact", "gram", "fft"],
-)
-def test_gradcheck_of_each_module(loss, options):
+@pytest.mark.parametrize("loss, method", losses_and_methods())
+def test_gradcheck_of_each_module(loss, method):
+    options = dict(method=method, block_size=4 if method == "fft" else None)
     # permute=False: gradcheck evaluates the loss many times, and each call would draw a new permutation
     module = MODULES[loss][0](**options, permute=False)
     z1, z2 = (z.detach()[:10, :6].requires_grad_() for z in views(seed=7))

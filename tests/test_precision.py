@@ -11,18 +11,19 @@ import decorr_lite as dl
 from decorr_lite import cli, settings, train, training
 from decorr_lite.train import TrainConfig, train_ssl
 
-LOSSES = {"vicreg": dl.vicreg_loss, "barlow": dl.barlow_twins_loss}
-METHODS = {
-    "exact": {},
-    "gram": {},
-    "fft b=d": {"method": "fft"},
+LOSSES = {name: spec.loss_function for name, spec in dl.LOSSES.items()}
+METHODS = {  # every method, and two more settings of the relaxation
+    **{method: {"method": method} for method in dl.METHODS},
     "fft b=8": {"method": "fft", "block_size": 8},
-    "fft b=d q=1": {"method": "fft", "exponent": 1},
+    "fft q=1": {"method": "fft", "exponent": 1},
 }
-
-
-def _kwargs(name: str) -> dict:
-    return {"method": name, **METHODS[name]} if name in ("exact", "gram") else dict(METHODS[name])
+# every loss with every setting of a method it supports
+CASES = [
+    pytest.param(loss, method, id=f"{loss}-{method}")
+    for loss in sorted(LOSSES)
+    for method, kwargs in METHODS.items()
+    if kwargs["method"] in dl.loss_spec(loss).methods
+]
 
 
 # --------------------------------------------------------------------------- the losses
@@ -30,8 +31,7 @@ def _kwargs(name: str) -> dict:
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("scale", [1.0, 50.0])
-@pytest.mark.parametrize("loss", sorted(LOSSES))
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("loss, method", CASES)
 def test_losses_inside_autocast_equal_the_float32_loss(dtype, scale, loss, method):
     """Embeddings made inside a CPU autocast region (half precision), and the loss called there
     too: the loss is float32, equals the float32 loss of the same embeddings to 1e-5, and its
@@ -44,9 +44,9 @@ def test_losses_inside_autocast_equal_the_float32_loss(dtype, scale, loss, metho
     with torch.autocast("cpu", dtype=dtype):
         z1, z2 = layer(x) * scale, layer(x + 0.3 * torch.randn(x.shape, generator=g)) * scale
         assert z1.dtype == dtype
-        value = LOSSES[loss](z1, z2, **_kwargs(method))
+        value = LOSSES[loss](z1, z2, **METHODS[method])
     f1, f2 = (z.detach().float().requires_grad_() for z in (z1, z2))
-    reference = LOSSES[loss](f1, f2, **_kwargs(method))
+    reference = LOSSES[loss](f1, f2, **METHODS[method])
     assert value.dtype == torch.float32
     torch.testing.assert_close(value, reference, rtol=1e-5, atol=0)
     z1.retain_grad()
@@ -90,7 +90,7 @@ def test_every_function_returns_float32_and_gradients_in_the_input_dtype(dtype):
 def test_float64_stays_float64_under_autocast():
     z1, z2 = (torch.randn(30, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(s)) for s in (3, 4))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        values = [dl.vicreg_loss(z1, z2, method=m) for m in ("exact", "gram", "fft")]
+        values = [dl.vicreg_loss(z1, z2, method=m) for m in dl.loss_spec("vicreg").methods]
     assert all(v.dtype == torch.float64 for v in values)
     torch.testing.assert_close(values[0], dl.vicreg_loss(z1, z2), rtol=1e-14, atol=0)
 

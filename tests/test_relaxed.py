@@ -10,7 +10,8 @@ import torch
 import decorr_lite as dl
 from decorr_lite.losses import relaxed
 
-LOSSES = {"vicreg": dl.vicreg_loss, "barlow": dl.barlow_twins_loss}
+# every loss that has the relaxation
+LOSSES = {name: spec.loss_function for name, spec in dl.LOSSES.items() if "fft" in spec.methods}
 
 
 def _views(n=64, d=12, seed=0):
