@@ -9,7 +9,8 @@ still-mapped memory from hiding the next case's peak. On CUDA it is torch's own
 
 The notebooks time with one fixed protocol instead (``timed``: cases in turn, one thread, CPU
 time) and check their timing claims once, with a tolerance widened by the noise that the same run
-measured (``noise_factor``, ``tolerance``, ``check_slope``, ``check_ratio``, ``check_crossing``).
+measured (``noise_factor``, ``tolerance``, ``widen``, ``ratio_holds``, ``crossing``; the claims
+themselves are checked by ``decorr_lite._claims``).
 """
 
 from __future__ import annotations
@@ -227,35 +228,7 @@ def fit_slope(x, y) -> float:
     return float(np.polyfit(lx, ly, 1)[0])
 
 
-def strict() -> bool:
-    """Whether a failed hardware-dependent claim is an error: under ``DECORR_STRICT=1`` (the
-    test suite sets it, so a real regression fails CI); in a student's notebook it is a warning."""
-    return os.environ.get("DECORR_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def expect(ok: bool, claim: str, measured: str) -> bool:
-    """Check a claim that depends on the machine (a fitted slope, a ratio of times).
-
-    A slower or busy machine can measure something else than the committed figures without
-    anything being wrong with the code, so outside the test suite a failed claim does not stop
-    the notebook: it prints what was expected, what this machine measured and what that means,
-    and returns False. Under ``DECORR_STRICT=1`` it raises an ``AssertionError`` with the same
-    words.
-    """
-    if ok:
-        return True
-    message = (
-        f"expected {claim}; this machine measured {measured}. Timings depend on the machine and on what "
-        "else runs on it: a busy or different machine can measure this without anything being wrong. "
-        "Run the cell again when the machine is idle, or compare with the figures committed with the notebook."
-    )
-    if strict():
-        raise AssertionError(message)
-    print("Note: " + message)
-    return False
-
-
-# The notebooks' fixed timing protocol and their noise-tolerant claims.
+# The notebooks' fixed timing protocol and the noise tolerance of their claims.
 #
 # A claim about timings (a fitted slope, a ratio of two times) is checked once, on one run of a
 # fixed protocol (``timed``), and its tolerance is widened by the noise that this same run
@@ -365,48 +338,12 @@ def widen(band: tuple[float, float], xs, tol: float) -> tuple[float, float]:
     return band[0] - w, band[1] + w
 
 
-def check(ok: bool, claim: str, measured: str, allowance: str) -> bool:
-    """Print one line for the reader (the claim, what this run measured and the allowance made for
-    its noise), then ``expect`` (an error under ``DECORR_STRICT=1``, else a note). Returns ``ok``."""
-    print(f"{'holds' if ok else 'FAILS'}: {claim} | measured {measured} | {allowance}")
-    return expect(ok, claim, f"{measured} ({allowance})")
-
-
-def check_slope(what: str, xs, times, band: tuple[float, float], tol: float, var: str = "d") -> bool:
-    """Check that ``times`` grow like ``var``^p with p in ``band``, widened for noise ``tol``."""
-    p = fit_slope(xs, times)
-    lo, hi = widen(band, xs, tol)
-    return check(
-        lo < p < hi,
-        f"{what} grows like {var}^p, p in ({band[0]:g}, {band[1]:g})",
-        f"p = {p:.2f}",
-        f"noise x{tol:.2f} over {var} = {min(xs)}..{max(xs)}: p in ({lo:.2f}, {hi:.2f}) accepted",
-    )
-
-
 def ratio_holds(a: float, b: float, at_least: float | None = None, at_most: float | None = None, tol: float = 1.0):
     """Whether a / b >= ``at_least`` and <= ``at_most``, for times that may each be up to ``tol``
     times too slow: the measured ratio may then be off by ``tol`` either way, so the bounds are
     ``at_least / tol`` and ``at_most * tol``."""
     r = a / b
     return (at_least is None or r >= at_least / tol) and (at_most is None or r <= at_most * tol)
-
-
-def check_ratio(
-    claim: str, a: float, b: float, at_least: float | None = None, at_most: float | None = None, tol: float = 1.0
-) -> bool:
-    """Check a claim on the ratio of two times (seconds), widened for noise ``tol`` (``ratio_holds``)."""
-    bounds = []
-    if at_least is not None:
-        bounds.append(f">= {at_least / tol:.2f}")
-    if at_most is not None:
-        bounds.append(f"<= {at_most * tol:.2f}")
-    return check(
-        ratio_holds(a, b, at_least, at_most, tol),
-        claim,
-        f"{1000 * a:.1f} ms / {1000 * b:.1f} ms = {a / b:.2f}",
-        f"noise x{tol:.2f}: ratio {' and '.join(bounds)} accepted",
-    )
 
 
 def crossing(xs, a, b, tol: float = 1.0) -> tuple:
@@ -418,23 +355,6 @@ def crossing(xs, a, b, tol: float = 1.0) -> tuple:
         return next((x for x, ta, tb in zip(xs, a, b) if pred(ta, tb)), None)
 
     return first(lambda ta, tb: ta > tb), first(lambda ta, tb: ta > tb * tol), first(lambda ta, tb: ta * tol > tb)
-
-
-def check_crossing(what: str, xs, a, b, near: float, factor: float, tol: float = 1.0, var: str = "n") -> bool:
-    """Check that times ``a`` overtake times ``b`` within ``factor`` of ``var`` = ``near``.
-
-    Fails if ``a`` is slower beyond the noise already below near / factor, or is not slower even
-    within the noise up to near * factor (when the sizes reach it); see ``crossing``."""
-    measured, surely, maybe = crossing(xs, a, b, tol)
-    seen = {x: "nowhere" if x is None else f"{var} = {x}" for x in (surely, maybe)}
-    too_early = surely is not None and surely < near / factor
-    too_late = max(xs) >= near * factor and (maybe is None or maybe > near * factor)
-    return check(
-        not (too_early or too_late),
-        f"{what} within a factor {factor:g} of {var} = {near:g}",
-        f"from {var} = {measured} on" if measured is not None else f"not up to {var} = {max(xs)}",
-        f"noise x{tol:.2f}: slower beyond the noise from {seen[surely]}, within it from {seen[maybe]}",
-    )
 
 
 def peak_memory(cases: list[Case], timeout: float = 900.0) -> list[int]:
