@@ -10,8 +10,6 @@
 - ``knn_accuracy``: weighted k-nearest-neighbour top-1 accuracy with cosine similarity
   (Wu et al., CVPR 2018), the usual online monitor of SSL training.
 - ``linear_probe``: logistic regression (scikit-learn) on frozen features.
-- ``off_diagonal_mass``, ``diagonal_error``: how far a covariance or correlation matrix is from
-  diagonal / from the identity.
 """
 
 from __future__ import annotations
@@ -284,17 +282,3 @@ def linear_probe(
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
     probe.fit(x_train, y_train)
     return float(probe.score(x_test, y_test))
-
-
-def off_diagonal_mass(matrix) -> float:
-    """Root mean square of the off-diagonal entries of a square matrix."""
-    m = torch.as_tensor(matrix).double()
-    d = m.shape[0]
-    off = m - torch.diag(m.diagonal())
-    return float((off.square().sum() / max(d * (d - 1), 1)).sqrt())
-
-
-def diagonal_error(matrix) -> float:
-    """Root mean square of (1 - m_ii): how far the diagonal is from the identity's."""
-    m = torch.as_tensor(matrix).double()
-    return float((1 - m.diagonal()).square().mean().sqrt())

@@ -196,13 +196,6 @@ def test_linear_probe():
     assert dg.linear_probe(x[:1000], shuffled, x[1000:], y[1000:]) < 0.5
 
 
-def test_matrix_summaries():
-    m = torch.tensor([[1.0, 0.5, 0.0], [0.5, 0.0, -1.0], [0.0, -1.0, 2.0]])
-    assert dg.off_diagonal_mass(m) == pytest.approx(math.sqrt((0.25 * 2 + 1 * 2) / 6))
-    assert dg.diagonal_error(m) == pytest.approx(math.sqrt((0 + 1 + 1) / 3))
-    assert dg.off_diagonal_mass(torch.eye(4)) == 0.0 and dg.diagonal_error(torch.eye(4)) == 0.0
-
-
 @pytest.mark.parametrize(
     "bad", [torch.zeros(5), torch.zeros(2, 3, 4), torch.zeros(1, 3), torch.zeros(4, 3, dtype=torch.int64)]
 )
