@@ -12,6 +12,7 @@ import hashlib
 import io
 import pickle
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -161,6 +162,28 @@ def tiny_cifar(tmp_path_factory) -> Path:
     splits = {"train": make_split("train", 10), "test": make_split("test", 11)}
     write_tar(root / "cifar10-tiny.tar.gz", image_members(splits))
     return root
+
+
+@pytest.fixture
+def train_refused(capsys, tmp_path, monkeypatch):
+    """``train_refused(flags)`` runs ``python -m decorr_lite train --quiet FLAGS`` here, with no data
+    anywhere, and checks that it refused at once: exit 2, within 2 s, an "error: ..." message (which
+    it returns), and no data folder made. A check that comes after the data would find none."""
+    from decorr_lite import cli
+
+    no_data = tmp_path / "no-data-here"
+    monkeypatch.setenv("DECORR_DATA", str(no_data))
+
+    def run(flags: list[str]) -> str:
+        started = time.perf_counter()
+        assert cli.main(["train", "--quiet", *flags]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: "), error
+        assert time.perf_counter() - started < 2
+        assert not no_data.exists()
+        return error
+
+    return run
 
 
 class FakeLoop:
