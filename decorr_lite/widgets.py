@@ -8,7 +8,9 @@ the controls' values, so toggling back to a setting seen before redraws at once.
 
 from __future__ import annotations
 
+import itertools
 import math
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -170,6 +172,10 @@ class BlockSizePanel:
         _show(self.output, fig)
 
 
+_PANELS_MADE = itertools.count()
+_DRAWING = threading.Lock()  # held while a panel draws a figure
+
+
 class TrainPanel:
     """Choose a CIFAR-10 run: each term on or off and its weight, and the embedding width d;
     see its figure, and train a setting that nobody has trained yet in the background.
@@ -203,7 +209,6 @@ class TrainPanel:
         step_slider: bool = False,
         prefetch: bool = True,
     ) -> None:
-        import collections
         import threading
 
         import ipywidgets as W
@@ -256,9 +261,7 @@ class TrainPanel:
         self._images: dict[tuple, tuple] = {}  # (run key, evaluation point) -> (figure, PNG output)
         self._syncing = False
         self._job: jobs.TrainingJob | None = None  # the last run started by Train
-        self._ahead: collections.deque = collections.deque()  # (run, evaluation point) that _prefetch found
-        self._ahead_lock = threading.Lock()
-        self._drawing_ahead = False  # a _draw_ahead call is scheduled on the main thread
+        self._order = next(_PANELS_MADE)  # its figures are drawn ahead after earlier panels'
         for control in [*self.checkboxes.values(), *self.sliders.values(), self.dim]:
             control.observe(self.update, names="value")
         if self.step is not None:
@@ -310,6 +313,8 @@ class TrainPanel:
 
     def update(self, change=None) -> None:
         """Show the run of the chosen setting if it exists; otherwise offer the button."""
+        if change is not None:  # a student moved a control
+            DRAW_AHEAD.last_request = time.monotonic()
         from .train import cached_run, run_key
 
         config = self.config()
@@ -446,61 +451,106 @@ class TrainPanel:
         from .train import run_key
 
         key = (run_key(_config_of(result)), at)
-        if key not in self._images:
-            figure = self.draw(result) if at is None else self.draw(result, at)
-            image = _png_output(figure)
-            plots.close(figure)
-            self._images[key] = (figure, image)
+        # One figure at a time: a control's change can be handled on another thread of the
+        # kernel (a subshell) while the main one draws ahead, and matplotlib is not thread-safe.
+        # Waiting also means a figure is never drawn twice at once.
+        with _DRAWING:
+            if key not in self._images:
+                figure = self.draw(result) if at is None else self.draw(result, at)
+                image = _png_output(figure)
+                plots.close(figure)
+                self._images[key] = (figure, image)
         return self._images[key]
 
     def _prefetch(self) -> None:
         """Draw every checkbox combination the run bank or the run cache holds, so that the first
         visit to each is as quick as a return to it (drawing one of these figures takes a
         fraction of a second, longer on a slow machine). In a kernel this loads the runs in a
-        background thread and ``_draw_ahead`` draws them on the main thread one at a time, after
-        whatever the student asked for in between."""
+        background thread and ``DRAW_AHEAD`` draws them on the main thread one at a time, after
+        whatever the student asked for in between: first the combinations one click away from
+        the one shown, then the others, and every panel's after those of the panels made before."""
         import itertools
 
         from .train import TrainConfig, cached_run
 
         base = self.config().as_dict()
-        for on in itertools.product((True, False), repeat=len(self.checkboxes)):
+        shown = tuple(box.value for box in self.checkboxes.values())
+        combinations = sorted(
+            itertools.product((True, False), repeat=len(self.checkboxes)),
+            key=lambda on: sum(a != b for a, b in zip(on, shown)),  # clicks away from the one shown
+        )
+        for rank, on in enumerate(combinations):
             weights = {k: (self.defaults[k] if o else 0.0) for k, o in zip(self.checkboxes, on)}
             found = cached_run(TrainConfig(**{**base, **weights}))
-            if found is None:
-                continue
-            with self._ahead_lock:
-                self._ahead.append((found, None if self.step is None else len(found.history) - 1))
-                if self._drawing_ahead:  # the scheduled _draw_ahead will come to it
-                    continue
-                self._drawing_ahead = True
-            jobs.on_main_thread(self._draw_ahead)
+            if found is not None:
+                DRAW_AHEAD.add((self._order, rank), self, found, None if self.step is None else len(found.history) - 1)
 
-    def _draw_ahead(self) -> None:
-        """Draw the next run that ``_prefetch`` found (on the main thread). In a kernel, only one,
-        then this call goes to the back of the kernel's queue: a control the student moves
-        meanwhile is handled, and its figure drawn, before the next prefetched one, instead of
-        waiting for all of them. Outside a kernel, all of them at once."""
+    def _draw_ahead(self, result, at) -> None:
+        """Draw ``result`` unless the student has chosen it already."""
         from .train import run_key
 
+        key = run_key(_config_of(result))
+        self._memo.setdefault(key, result)
+        if (key, at) not in self._images:
+            self._render(result, at)
+
+
+class _DrawAhead:
+    """The figures that panels draw ahead, one queue for the kernel: drawn on the main thread in
+    order of (panel made, clicks away from what it shows), one per callback. In a kernel the next
+    callback comes a moment later (``DRAW_AHEAD_PAUSE``), so a control the student moves
+    meanwhile is handled, and its figure drawn, before the next prefetched one; and with several
+    panels, the first one's neighbours are drawn before a later panel's figures. Outside a
+    kernel, all at once."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.items: list = []  # a heap of (priority, count, panel, run, evaluation point)
+        self.count = 0
+        self.lock = threading.Lock()
+        self.scheduled = False  # a draw_next call is scheduled on the main thread
+        self.last_request = float("-inf")  # when a student last changed a panel's control (monotonic)
+
+    def add(self, priority, panel, result, at) -> None:
+        import heapq
+
+        with self.lock:
+            self.count += 1
+            heapq.heappush(self.items, (priority, self.count, panel, result, at))
+            if self.scheduled:  # the scheduled draw_next will come to it
+                return
+            self.scheduled = True
+        jobs.on_main_thread(self.draw_next)
+
+    def draw_next(self) -> None:
+        import heapq
+
         loop = jobs.kernel_loop()
+        if loop is not None and time.monotonic() - self.last_request < DRAW_AHEAD_QUIET:
+            # the student is clicking: their figures first, without a figure drawn ahead in the way
+            loop.call_later(DRAW_AHEAD_QUIET, self.draw_next)
+            return
         while True:
-            with self._ahead_lock:
-                if not self._ahead:
-                    self._drawing_ahead = False
+            with self.lock:
+                if not self.items:
+                    self.scheduled = False
                     return
-                result, at = self._ahead.popleft()
+                _, _, panel, result, at = heapq.heappop(self.items)
             try:
-                key = run_key(_config_of(result))
-                self._memo.setdefault(key, result)
-                if (key, at) in self._images:  # the student has chosen it already
-                    continue
-                self._render(result, at)
+                panel._draw_ahead(result, at)
             except Exception:  # drawn again, and the error shown, when the student chooses it
                 pass
             if loop is not None:
-                loop.add_callback(self._draw_ahead)
+                # not add_callback: a student's click reaches its handler through several turns of
+                # the kernel's loop, and a figure drawn ahead at each turn would delay it by each
+                loop.call_later(DRAW_AHEAD_PAUSE, self.draw_next)
                 return
+
+
+DRAW_AHEAD = _DrawAhead()
+DRAW_AHEAD_PAUSE = 0.2  # seconds the kernel's loop is left free between two figures drawn ahead
+DRAW_AHEAD_QUIET = 1.0  # seconds after a student's change before figures are drawn ahead again
 
 
 def _config_of(result):

@@ -197,6 +197,9 @@ class FakeLoop:
     def add_callback(self, fn, *args) -> None:
         self.ready.append((fn, args))
 
+    def call_later(self, delay: float, fn, *args) -> None:  # the test runs the queue when it likes
+        self.ready.append((fn, args))
+
     def run(self) -> None:
         while self.ready:
             fn, args = self.ready.popleft()

@@ -255,3 +255,38 @@ def test_a_term_the_settings_weigh_zero_starts_switched_off(cache, settings, los
 def test_a_negative_weight_in_the_settings_is_refused_by_name(cache, settings):
     with pytest.raises(ValueError, match="sim_coeff must be a finite number >= 0"):
         widgets.TrainPanel("vicreg", draw=draw, settings={**settings, "sim_coeff": -1.0})
+
+
+# --------------------------------------------------------------------------- drawing ahead
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.drawn = []
+
+    def _draw_ahead(self, result, at) -> None:
+        self.drawn.append(result)
+
+
+def test_figures_are_drawn_ahead_by_panel_then_clicks_away_one_per_turn_of_the_loop(fake_loop):
+    ahead = widgets._DrawAhead()
+    first, second = _Recorder(), _Recorder()
+    ahead.add((1, 0), second, "second panel's own", None)
+    ahead.add((0, 2), first, "two clicks away", None)
+    ahead.add((0, 1), first, "one click away", None)
+    assert len(fake_loop.ready) == 1  # one callback scheduled for all three
+    fake_loop.run()
+    assert first.drawn == ["one click away", "two clicks away"] and second.drawn == ["second panel's own"]
+
+
+def test_no_figure_is_drawn_ahead_while_the_student_clicks(fake_loop, monkeypatch):
+    ahead = widgets._DrawAhead()
+    panel = _Recorder()
+    ahead.last_request = widgets.time.monotonic()  # a click just now
+    ahead.add((0, 1), panel, "neighbour", None)
+    fn, args = fake_loop.ready.popleft()
+    fn(*args)
+    assert panel.drawn == [] and len(fake_loop.ready) == 1  # put off, not dropped
+    ahead.last_request = float("-inf")  # quiet again
+    fake_loop.run()
+    assert panel.drawn == ["neighbour"]
