@@ -1,4 +1,5 @@
-"""A run's record: what it computed (``TrainResult``) and the key it is stored under (``run_key``).
+"""A run's record: what it computed (``TrainResult``), the key it is stored under (``run_key``) and
+what produced it (``provenance``: the code, the data, the software and the machine).
 
 Both the user's run cache (``runs``) and the run bank shipped with the package (``bank``) store
 runs by this key and read them back as a ``TrainResult``.
@@ -77,3 +78,60 @@ def run_key(config: TrainConfig, world_size: int = 1, *, portable: bool = False,
         fields["world_size"] = world_size
     payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def provenance(config: TrainConfig, device: torch.device, precision: str) -> dict:
+    """What produced a run: the code, the data, the software and the machine."""
+    import datetime
+    import platform
+
+    from . import __version__
+
+    if device.type == "cuda":
+        machine = torch.cuda.get_device_name(device)
+    else:
+        machine = _cpu_name()
+    return {
+        "code_version": _code_version(__version__),
+        "run_format": RUN_FORMAT,
+        "data": cifar10.describe_source(config.data_root),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device.type,
+        "machine": machine,
+        "threads": torch.get_num_threads(),
+        "precision": precision,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _code_version(version: str) -> str:
+    """The package version, and in a git checkout its commit (``+dirty`` with local changes)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return version
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+{commit}" if commit else version
+
+
+def _cpu_name() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import bank, runs
+from . import bank, record, runs
 from .augment import TwoViews
 from .config import TrainConfig
-from .data import cifar10, load_cifar10
+from .data import load_cifar10
 from .evaluation import (
     _evaluate,
     _evaluation_sets,
@@ -34,7 +34,7 @@ from .losses import loss_spec
 from .losses._module import DecorrelationLoss
 from .memory import peak_memory_since, start_peak_memory
 from .models import build_model
-from .record import RUN_FORMAT, TrainResult, run_key
+from .record import TrainResult, run_key
 from .settings import autocast, resolve_device, resolve_precision
 
 
@@ -263,7 +263,7 @@ def _train(
         # growth of the resident set, a lower bound (memory the allocator reuses is not seen) in
         # which the d x d matrices of the exact loss at large d stand out.
         peak_step_memory_mb=peak_bytes / 2**20,
-        provenance=provenance(config, device, precision),
+        provenance=record.provenance(config, device, precision),
     )
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     return TrainResult(config.as_dict(), history.entries, final, history.arrays(), state_dict=state)
@@ -377,63 +377,6 @@ def prepare_model(model, channels_last: bool = True):
 def _describe(config: TrainConfig, precision: str) -> str:
     terms = " ".join(f"{term.label} {config.weights[term.coefficient]:g}" for term in loss_spec(config.loss).terms)
     return f"{config.loss} ({terms}, {config.method}, {precision})"
-
-
-def provenance(config: TrainConfig, device: torch.device, precision: str) -> dict:
-    """What produced a run: the code, the data, the software and the machine."""
-    import datetime
-    import platform
-
-    from . import __version__
-
-    if device.type == "cuda":
-        machine = torch.cuda.get_device_name(device)
-    else:
-        machine = _cpu_name()
-    return {
-        "code_version": _code_version(__version__),
-        "run_format": RUN_FORMAT,
-        "data": cifar10.describe_source(config.data_root),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": device.type,
-        "machine": machine,
-        "threads": torch.get_num_threads(),
-        "precision": precision,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def _code_version(version: str) -> str:
-    """The package version, and in a git checkout its commit (``+dirty`` with local changes)."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    if not (root / ".git").exists():
-        return version
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return version
-    return f"{version}+{commit}" if commit else version
-
-
-def _cpu_name() -> str:
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def build_bank(
