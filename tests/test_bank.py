@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_run_settings
 
-from conftest import tiny_run_settings
 from decorr_lite import bank, runs, train, training
 from decorr_lite.cli import main as cli_main
 from decorr_lite.data import cifar10

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import tiny_run_settings
 
-from conftest import tiny_run_settings
 from decorr_lite.benchmark import Case, alternate, measure, measure_isolated, measure_pair, time_alternated, timed
 
 ROOT = Path(__file__).resolve().parents[1]

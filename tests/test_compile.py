@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 import torch
+from helpers import losses_and_methods
 
 import decorr_lite as dl
-from conftest import losses_and_methods
 
 pytestmark = [
     pytest.mark.slow,

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import image_members, png_bytes, write_tar, write_tree, write_zip
 from PIL import Image
 
-from conftest import image_members, png_bytes, write_tar, write_tree, write_zip
 from decorr_lite.data import CLASSES, CorruptDataError, balanced_subset, cifar10, download_file, load_cifar10
 from decorr_lite.data.download import ChecksumError
 

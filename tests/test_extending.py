@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_run_settings
 
-from conftest import tiny_run_settings
 from decorr_lite import bank, cli, toy
 from decorr_lite.losses import LOSSES
 from decorr_lite.train import TrainConfig, run_key, train_ssl

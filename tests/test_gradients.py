@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from helpers import losses_and_methods
 from torch.autograd import gradcheck
 
 import decorr_lite as dl
-from conftest import losses_and_methods
 
 N, D = 6, 7  # d prime, so b = 3 does not divide it and the last block is padded
 

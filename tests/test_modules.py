@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import losses_and_methods
 from torch.autograd import gradcheck
 
 import decorr_lite as dl
-from conftest import losses_and_methods
 from decorr_lite import losses, toy, widgets
 from decorr_lite.losses import reference
 from decorr_lite.train import TrainConfig, build_loss

@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_run_settings
 
-from conftest import tiny_run_settings
 from decorr_lite import plots, toy, widgets
 from decorr_lite.benchmark import fit_slope
 

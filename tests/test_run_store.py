@@ -13,8 +13,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import image_members, make_split, write_tar
 
-from conftest import image_members, make_split, write_tar
 from decorr_lite import cli, runs, train, training
 from decorr_lite.data.cifar10 import CacheWarning
 

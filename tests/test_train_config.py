@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_run_settings
 
-from conftest import tiny_run_settings
 from decorr_lite import train, training
 from decorr_lite.train import TrainConfig, run_key
 
