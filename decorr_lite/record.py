@@ -73,11 +73,21 @@ def run_key(config: TrainConfig, world_size: int = 1, *, portable: bool = False,
         fields["device"] = fields["precision"] = None
     else:  # the precision a run actually uses ("auto" is bf16 on one machine and fp32 on another)
         fields["precision"] = precision or resolve_precision(config.precision, resolve_device(config.device))
-        fields["data"] = cifar10.describe_source(config.data_root)["checksum"]
+        fields["data"] = _data_checksum(config.data_root)
     if world_size > 1:
         fields["world_size"] = world_size
     payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _data_checksum(data_root: str | None) -> str | None:
+    """The checksum of the data a run at ``data_root`` trains on; None where there is none yet
+    (it is downloaded when the run trains, and the run is stored under the key computed then)
+    or where it cannot be read: such a key finds no run, and training says what is wrong."""
+    try:
+        return cifar10.describe_source(data_root)["checksum"]
+    except (OSError, ValueError):  # CorruptDataError is a ValueError
+        return None
 
 
 def provenance(config: TrainConfig, device: torch.device, precision: str) -> dict:

@@ -117,8 +117,8 @@ def train_ssl(
             result = _train(config, device, precision, progress and rank == 0, callback, world, rank)
             if rank != 0:  # the other processes helped train; process 0 evaluates and saves
                 return result
-            if cache:
-                runs.save_run(result, key)
+            if cache:  # the key again: the data may have been downloaded for this run
+                runs.save_run(result, run_key(config, world, precision=precision))
     finally:
         if started_group:
             torch.distributed.destroy_process_group()

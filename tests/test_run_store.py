@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ import torch
 from helpers import image_members, make_split, write_tar
 
 from decorr_lite import cli, runs, train, training
+from decorr_lite.data import cifar10
 from decorr_lite.data.cifar10 import CacheWarning
 
 
@@ -176,6 +179,36 @@ def test_a_run_is_never_served_for_other_data(tiny_run, tmp_path):
     assert on_b.final["provenance"]["data"]["checksum"] != on_a.final["provenance"]["data"]["checksum"]
     assert on_b.final["median_std"] == 0.0 < on_a.final["median_std"]  # black images: nothing to spread
     assert train.cached_run(**{**tiny_run, "data_root": str(black)}).final == json.loads(json.dumps(on_b.final))
+
+
+def test_a_run_whose_data_arrives_while_it_trains_is_found_again(tiny_run, tmp_path, monkeypatch):
+    """The key was computed before the data was downloaded (no checksum yet), and the run was
+    stored under that key: the next request, with the data present, never found it."""
+    empty = tmp_path / "downloads-here"
+    empty.mkdir()
+    real_train = training._train
+
+    def download_then_train(config, *args):  # what the first run on a new machine does
+        shutil.copy(next(Path(tiny_run["data_root"]).glob("*.tar.gz")), empty)
+        return real_train(config, *args)
+
+    monkeypatch.setattr(training, "_train", download_then_train)
+    settings = {**tiny_run, "data_root": str(empty)}
+    first = train.train_ssl(**settings, progress=False)
+    monkeypatch.setattr(training, "_train", _no_training)
+    again = train.train_ssl(**settings, progress=False)
+    assert again.from_cache and again.final == json.loads(json.dumps(first.final))
+
+
+def test_a_damaged_data_folder_finds_no_run_and_raises_nothing_until_training(tiny_run, official, monkeypatch):
+    """Looking a run up (the panel does it on every click) read the data's checksum and let a
+    damaged copy's error escape; a damaged copy now finds no run, and training says what is wrong."""
+    folder_root, _ = official
+    train.train_ssl(**{**tiny_run, "data_root": str(folder_root)}, progress=False)
+    (folder_root / cifar10.BATCHES_DIR / "data_batch_3").write_bytes(b"damaged")
+    assert train.cached_run(**{**tiny_run, "data_root": str(folder_root)}) is None
+    with pytest.raises(cifar10.CorruptDataError, match="data_batch_3"):
+        train.train_ssl(**{**tiny_run, "data_root": str(folder_root)}, progress=False)
 
 
 # --------------------------------------------------------------------------- replacing a cached run
