@@ -163,7 +163,7 @@ def _warn_if_trained_on_other_data(name: str, run: TrainResult, config: TrainCon
         f"CIFAR-10, {_describe_data(mine)}: its numbers are those of that data. Train on yours with "
         "use_bank=False (python -m decorr_lite train --no-bank).",
         BankDataWarning,
-        stacklevel=4,  # the caller of train_ssl / cached_run
+        stacklevel=5,  # the caller of train_ssl / cached_run (via lookup and runs.find_run)
     )
 
 

@@ -28,10 +28,12 @@ MAX_EVAL_POINTS = 1000
 
 class Weights(Mapping):
     """A loss's weights by coefficient name (``{"sim_coeff": 25.0, ...}``), in its spec's order:
-    a read-only mapping that can be hashed, as a frozen configuration's field must be."""
+    a read-only mapping that can be hashed, as a frozen configuration's field must be. ``loss``:
+    the loss they weigh, so that a configuration copied with another loss knows they are not its."""
 
-    def __init__(self, values: Mapping[str, float]) -> None:
+    def __init__(self, values: Mapping[str, float], loss: str | None = None) -> None:
         self._values = dict(values)
+        self.loss = loss
 
     def __getitem__(self, name: str) -> float:
         return self._values[name]
@@ -57,7 +59,8 @@ class TrainConfig:
     (``decorr_lite.losses.LOSSES``): a weight the spec does not know is an error, one it is not
     given takes the spec's default, and a weight of 0 switches its term off. They may also be
     passed as keywords: ``TrainConfig(loss="vicreg", std_coeff=0.0)`` is
-    ``TrainConfig(loss="vicreg", weights={"std_coeff": 0.0})``.
+    ``TrainConfig(loss="vicreg", weights={"std_coeff": 0.0})``. A copy with another loss
+    (``dataclasses.replace(config, loss="barlow")``) keeps only the weights the new loss has too.
     """
 
     loss: str = "vicreg"  # a name of decorr_lite.losses.LOSSES
@@ -99,6 +102,8 @@ class TrainConfig:
 
     def __init__(self, loss: str = "vicreg", weights: Mapping[str, float] | None = None, **settings) -> None:
         spec = loss_spec(loss)  # a clear error for an unknown loss
+        if isinstance(weights, Weights) and weights.loss not in (None, loss):  # copied from another loss's run
+            weights = {name: value for name, value in weights.items() if name in spec.defaults}
         weights = dict(weights or {})
         for name in [name for name in settings if name not in _FIELDS]:
             weights[name] = settings.pop(name)  # a weight given as a keyword
@@ -114,7 +119,8 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"{name} (a weight of {loss}) must be a number, got {value!r}")
         object.__setattr__(self, "loss", loss)
-        object.__setattr__(self, "weights", Weights({**spec.defaults, **{k: float(v) for k, v in weights.items()}}))
+        weights = {k: float(v) + 0.0 for k, v in weights.items()}  # + 0.0: -0.0 is 0.0, one key for one run
+        object.__setattr__(self, "weights", Weights({**spec.defaults, **weights}, loss=loss))
         for f in dataclasses.fields(self):
             if f.name not in ("loss", "weights"):
                 object.__setattr__(self, f.name, settings.get(f.name, f.default))
@@ -145,6 +151,20 @@ class TrainConfig:
     def as_dict(self) -> dict:
         """Every field, the weights as a plain dict: ``TrainConfig(**config.as_dict())`` is ``config``."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} | {"weights": dict(self.weights)}
+
+
+def migrate_settings(settings: Mapping) -> dict:
+    """A stored run's settings (``metrics.json``'s ``config``) in this version's layout, for
+    ``TrainConfig(**settings)``: runs of format 6 and before stored every weight of every loss
+    as a setting of its own, whichever loss they trained (``sim_coeff``, ..., ``lambd``)."""
+    settings = dict(settings)
+    if "weights" in settings:
+        return settings
+    spec = LOSSES.get(settings.get("loss", "vicreg"))
+    names = {name for other in LOSSES.values() for name in other.defaults}
+    flat = {name: settings.pop(name) for name in names if name in settings}
+    settings["weights"] = {name: value for name, value in flat.items() if spec is not None and name in spec.defaults}
+    return settings
 
 
 def _validate(c: TrainConfig) -> None:

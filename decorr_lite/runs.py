@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import _atomic, bank
-from .config import TrainConfig
+from .config import TrainConfig, migrate_settings
 from .data.cifar10 import CacheWarning
 from .paths import cache_dir
 from .record import TrainResult, run_key
@@ -124,7 +124,8 @@ def load_run(path: str | os.PathLike) -> TrainResult:
     metrics = json.loads((path / "metrics.json").read_text())
     with np.load(path / "arrays.npz") as arrays:
         arrays = dict(arrays)
-    return TrainResult(metrics["config"], metrics["history"], metrics["final"], arrays, path=path)
+    config = migrate_settings(metrics["config"])  # a run saved by an earlier version: this layout
+    return TrainResult(config, metrics["history"], metrics["final"], arrays, path=path)
 
 
 def _write_run_file(result: TrainResult, name: str, path: Path) -> None:

@@ -219,9 +219,9 @@ class TrainPanel:
         given = {k: float(weights[k]) for k in terms if k in weights}
         for k, weight in given.items():
             if not (math.isfinite(weight) and weight >= 0):
-                raise ValueError(f"{k} must be a finite number >= 0, got {self.settings[k]!r}")
-        # a term's weight when on: the settings' (quick mode sets its own lambd), else the loss's
-        # default; a term the settings weigh 0 starts switched off, its slider at the default
+                raise ValueError(f"{k} must be a finite number >= 0, got {weights[k]!r}")
+        # a term's weight when on: the settings', else the loss's default; a term the settings
+        # weigh 0 starts switched off, its slider at the default
         self.defaults = {k: given.get(k) or default for k, (_, default) in terms.items()}
         self.checkboxes, self.sliders = term_widgets(terms, self.defaults, width="300px")
         for k, weight in given.items():

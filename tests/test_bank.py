@@ -389,6 +389,10 @@ def test_a_run_served_to_someone_with_other_data_says_which_data_it_was_trained_
         assert bank.lookup(dataclasses.replace(other, data_root=str(empty)), PACKAGE_BANK) is not None  # no data
     with pytest.warns(bank.BankDataWarning, match="'barlow'"):  # another entry says it too
         bank.lookup(dataclasses.replace(other, data_root=str(tiny_cifar)), PACKAGE_BANK)
+    third = dataclasses.replace(bank.bank_config("vicreg-without-variance"), data_root=str(tiny_cifar))
+    with pytest.warns(bank.BankDataWarning) as record:  # it points at the line that asked for the run
+        runs.cached_run(third)
+    assert record[0].filename == __file__
 
 
 def test_a_run_served_to_someone_with_the_same_data_says_nothing(tiny_cifar, monkeypatch, fresh_comparisons):

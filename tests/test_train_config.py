@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
 from helpers import tiny_run_settings
 
-from decorr_lite import train, training
+from decorr_lite import runs, train, training
+from decorr_lite.config import migrate_settings
+from decorr_lite.losses import loss_spec
 from decorr_lite.train import TrainConfig, run_key
 
 BAD_FLAGS = [
@@ -91,3 +97,34 @@ def test_a_diverged_run_says_so_and_what_to_change(tiny_cifar):
     said "z contains NaN or Inf ... pass check_finite=False", which a train_ssl user cannot act on."""
     with pytest.raises(FloatingPointError, match=r"training diverged.*lower lr \(now 1e\+18\)"):
         train.train_ssl(**tiny_run_settings(tiny_cifar, lr=1e18, steps=1, eval_points=1), cache=False, progress=False)
+
+
+def test_a_copy_with_another_loss_takes_that_loss_s_weights():
+    """``dataclasses.replace(config, loss="barlow")`` carried VICReg's weights over and raised."""
+    vicreg = TrainConfig(loss="vicreg", std_coeff=0.0, dim=64)
+    barlow = dataclasses.replace(vicreg, loss="barlow")
+    assert dict(barlow.weights) == dict(loss_spec("barlow").defaults) and barlow.dim == 64
+    assert dataclasses.replace(barlow, loss="vicreg").weights == TrainConfig(dim=64).weights
+    kept = dataclasses.replace(vicreg, method="fft")  # the same loss: its weights stay as they were
+    assert kept.weights["std_coeff"] == 0.0
+    with pytest.raises(ValueError, match="'lambd' is neither a setting of TrainConfig nor a weight of vicreg"):
+        dataclasses.replace(barlow, loss="vicreg", weights={"lambd": 0.1})  # given anew: checked
+
+
+def test_minus_zero_is_the_same_weight_and_the_same_run_as_zero():
+    plus, minus = TrainConfig(std_coeff=0.0), TrainConfig(std_coeff=-0.0)
+    assert plus == minus and run_key(plus, precision="fp32") == run_key(minus, precision="fp32")
+    assert math.copysign(1.0, minus.weights["std_coeff"]) == 1.0
+
+
+def test_a_run_stored_with_every_loss_s_weights_as_settings_still_loads(tmp_path):
+    """Runs of format 6 and before stored every weight of both losses as settings of their own."""
+    old_layout = {**TrainConfig(loss="barlow", lambd=0.02).as_dict(), "sim_coeff": 25.0, "std_coeff": 25.0,
+                  "cov_coeff": 1.0, "on_diag_coeff": 1.0, "lambd": 0.02}  # fmt: skip
+    del old_layout["weights"]
+    config = TrainConfig(**migrate_settings(old_layout))
+    assert config == TrainConfig(loss="barlow", lambd=0.02)
+    assert migrate_settings(config.as_dict()) == config.as_dict()  # this version's layout: unchanged
+    (tmp_path / "metrics.json").write_text(json.dumps({"config": old_layout, "history": [], "final": {}}))
+    np.savez(tmp_path / "arrays.npz", covariance=np.eye(2))
+    assert TrainConfig(**runs.load_run(tmp_path).config) == config  # an out= folder of an earlier version

@@ -252,9 +252,10 @@ def test_a_term_the_settings_weigh_zero_starts_switched_off(cache, settings, los
     assert panel.config().weights[term] == pytest.approx(default)
 
 
-def test_a_negative_weight_in_the_settings_is_refused_by_name(cache, settings):
-    with pytest.raises(ValueError, match="sim_coeff must be a finite number >= 0"):
-        widgets.TrainPanel("vicreg", draw=draw, settings={**settings, "sim_coeff": -1.0})
+@pytest.mark.parametrize("given", [{"sim_coeff": -1.0}, {"weights": {"sim_coeff": -1.0}}], ids=["keyword", "mapping"])
+def test_a_negative_weight_in_the_settings_is_refused_by_name(cache, settings, given):
+    with pytest.raises(ValueError, match="sim_coeff must be a finite number >= 0, got -1.0"):
+        widgets.TrainPanel("vicreg", draw=draw, settings={**settings, **given})
 
 
 # --------------------------------------------------------------------------- drawing ahead
