@@ -55,8 +55,14 @@ class TrainResult:
             )
         if self.path is None:
             raise ValueError("this run was not saved (cache=False and no out=)")
+        weights = self.path / "model.pt"
+        if not weights.is_file():
+            raise FileNotFoundError(
+                f"{weights} is gone: the run cache replaced this run since it was loaded (the same "
+                "settings trained again, e.g. with retrain=True). Load the run again with cached_run(...)"
+            )
         model = build_model(self.config["encoder"], self.config["dim"], self.config["hidden_dim"], self.config["width"])
-        model.load_state_dict(torch.load(self.path / "model.pt", map_location=map_location, weights_only=True))
+        model.load_state_dict(torch.load(weights, map_location=map_location, weights_only=True))
         return model.eval()
 
 

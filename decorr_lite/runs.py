@@ -156,11 +156,13 @@ def _save_run(result: TrainResult, run_dir: Path) -> Path | None:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        previous = _current_version_or_none(run_dir)
         try:
             _atomic.write_file(run_dir / CURRENT, lambda p: p.write_text(version.name + "\n"))
         except BaseException:
             shutil.rmtree(version, ignore_errors=True)
             raise
+        _retire(previous)
     except (OSError, RuntimeError) as err:
         warnings.warn(
             f"the run was not cached: {run_dir.parent} cannot be written ({type(err).__name__}: {err}). "
@@ -173,8 +175,27 @@ def _save_run(result: TrainResult, run_dir: Path) -> Path | None:
     return version
 
 
+def _current_version_or_none(run_dir: Path) -> Path | None:
+    try:
+        return _current_version(run_dir)
+    except (OSError, ValueError):
+        return None
+
+
+def _retire(version: Path | None) -> None:
+    """Date a replaced version from now: its age, by which it is removed, counts from when
+    "current" stopped naming it (a reader may have opened it a moment before), not from when
+    it was written, maybe long ago."""
+    if version is not None:
+        try:
+            os.utime(version)
+        except OSError:
+            pass  # gone already, or another user's: removed by age as it is
+
+
 def _remove_old_versions(run_dir: Path, keep: str) -> None:
-    """Delete the versions that "current" no longer names, once no reader can be at them."""
+    """Delete the versions that "current" no longer names, once no reader can be at them
+    (``OLD_VERSIONS_KEPT_SECONDS`` after they were replaced)."""
     now = time.time()
     for path in run_dir.iterdir():
         try:

@@ -233,6 +233,31 @@ def _keep_replacing(run_dir: str, mark: int, seconds: float) -> None:
             assert runs._save_run(_marked_run(mark), runs.Path(run_dir)) is not None
 
 
+def test_a_replaced_version_is_kept_for_a_while_after_it_is_replaced_then_removed(isolated_cache):
+    """A version's age was counted from when it was written: a run cached long ago was deleted
+    the moment another replaced it, under a reader that had just opened it."""
+    run_dir = isolated_cache / "runs" / "0123456789abcdef"
+    first = runs._save_run(_marked_run(0), run_dir)
+    long_ago = time.time() - 10 * runs.OLD_VERSIONS_KEPT_SECONDS
+    os.utime(first, (long_ago, long_ago))
+    reading = runs.load_run(run_dir)  # a reader opens the current version ...
+    runs._save_run(_marked_run(1), run_dir)  # ... as another process replaces it
+    assert reading.path == first and first.is_dir()
+    np.testing.assert_array_equal(runs.load_run(first).arrays["mark"], 0)
+    os.utime(first, (long_ago, long_ago))  # the reader's time is up
+    third = runs._save_run(_marked_run(2), run_dir)
+    assert not first.exists() and runs.load_run(run_dir).path == third
+
+
+def test_a_model_whose_cached_version_was_replaced_says_how_to_load_it_again(isolated_cache):
+    run_dir = isolated_cache / "runs" / "0123456789abcdef"
+    runs._save_run(_marked_run(0), run_dir)
+    loaded = runs.load_run(run_dir)
+    shutil.rmtree(loaded.path)  # replaced, and the old version removed since
+    with pytest.raises(FileNotFoundError, match=r"replaced this run since it was loaded.*cached_run"):
+        loaded.load_model()
+
+
 def test_a_reader_sees_the_old_run_or_the_new_one_never_neither_or_both(isolated_cache):
     """Replacing a cached run deleted the old folder, then renamed the new one: readers got
     "damaged" reads (each a retrain) and reads that mixed two runs' files; writers got
@@ -263,5 +288,6 @@ def test_a_reader_sees_the_old_run_or_the_new_one_never_neither_or_both(isolated
     for path in run_dir.iterdir():
         if path != current:
             os.utime(path, (time.time() - 3600,) * 2)
-    assert runs._save_run(_marked_run(3), run_dir) is not None
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted(["current", runs._current_version(run_dir).name])
+    newest = runs._save_run(_marked_run(3), run_dir)
+    # left: the current version and the one it just replaced, which a reader may still be at
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(["current", newest.name, current.name])
