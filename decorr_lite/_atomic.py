@@ -59,8 +59,13 @@ def remove_stale(directory: Path) -> list[Path]:
     return removed
 
 
+# Whether a process can be asked if it runs: on Windows os.kill(pid, 0) would end it
+# (TerminateProcess), so there a temporary is judged by its age alone, as one of another host.
+CAN_PROBE_PROCESSES = os.name != "nt"
+
+
 def _abandoned(path: Path, host: str, pid: int) -> bool:
-    if host == _host():
+    if host == _host() and CAN_PROBE_PROCESSES:
         return not _running(pid)
     try:
         return time.time() - path.stat().st_mtime > STALE_AFTER_SECONDS

@@ -211,18 +211,27 @@ def _remove_old_versions(run_dir: Path, keep: str) -> None:
 
 
 def write_run_files(result: TrainResult, out: Path) -> None:
-    """Write the run's three files into ``out`` (created if need be), each atomically, leaving
-    everything else in the folder alone; a symbolic link in the way is replaced, never written
+    """Write the run's three files into ``out`` (created if need be), all three before any
+    replaces an old one, leaving everything else in the folder alone; a symbolic link in the way is replaced, never written
     through. Copied from the run's folder when it has one (a cached run), else written."""
+    if result.path is None and result.state_dict is None:
+        raise ValueError("this run has no model weights to write (a run from the run bank)")
     out.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
-        if result.path is not None:
-            source = result.path / name
-            _atomic.write_file(out / name, lambda p, source=source: shutil.copyfile(source, p))
-        elif name == "model.pt" and result.state_dict is None:
-            raise ValueError("this run has no model weights to write (a run from the run bank)")
-        else:
-            _atomic.write_file(out / name, lambda p, name=name: _write_run_file(result, name, p))
+    # every file is written in full before any replaces what ``out`` holds: a failure (a full
+    # disk) leaves ``out`` as it was, not with a new metrics.json beside an old model.pt
+    written = {}
+    try:
+        for name in RUN_FILES:
+            written[name] = tmp = _atomic.temporary(out, name)
+            if result.path is not None:
+                shutil.copyfile(result.path / name, tmp)
+            else:
+                _write_run_file(result, name, tmp)
+        for name, tmp in written.items():
+            _atomic.publish(tmp, out / name)
+    finally:
+        for tmp in written.values():
+            tmp.unlink(missing_ok=True)
 
 
 def _check_writable_folder(path: Path, name: str) -> None:

@@ -61,3 +61,22 @@ def test_stale_temporaries_are_removed_by_the_next_write(image_archive, tiny_run
     version = runs._current_version(run)
     assert {oct(p.stat().st_mode & 0o777) for p in (run, version)} == {oct(0o755)}  # shared like the datasets
     assert {oct(p.stat().st_mode & 0o777) for p in (run / "current", *version.iterdir())} == {oct(0o644)}
+
+
+def test_where_processes_cannot_be_asked_a_temporary_is_judged_by_its_age(isolated_cache, monkeypatch):
+    """On Windows os.kill(pid, 0) ends the process (TerminateProcess) instead of asking whether it
+    runs: there a temporary is removed only once it is old, as one of another machine."""
+    monkeypatch.setattr(_atomic, "CAN_PROBE_PROCESSES", False)
+
+    def kill(pid, signal):
+        raise AssertionError(f"os.kill({pid}, {signal}) would end process {pid} on Windows")
+
+    monkeypatch.setattr(os, "kill", kill)
+    host = _atomic._host()
+    recent = isolated_cache / f".a.npz.tmp-{host}-{_dead_pid()}-abc"
+    old = isolated_cache / f".b.npz.tmp-{host}-{os.getpid()}-abc"
+    for path in (recent, old):
+        path.write_bytes(b"half")
+    os.utime(old, (time.time() - 2 * _atomic.STALE_AFTER_SECONDS,) * 2)
+    assert _atomic.remove_stale(isolated_cache) == [old]
+    assert recent.exists() and not old.exists()

@@ -124,6 +124,32 @@ def test_a_full_disk_while_caching_keeps_the_run(tiny_run, tmp_path, monkeypatch
     assert train.cached_run(**tiny_run) is None  # nothing was cached, so nothing damaged is served
 
 
+def test_a_full_disk_while_writing_out_leaves_out_as_it_was(tiny_run, tmp_path, monkeypatch):
+    """out= replaced its files one by one: a full disk at model.pt left a new metrics.json and
+    arrays.npz beside the old model.pt, a run that never existed."""
+    out = tmp_path / "out"
+    train.train_ssl(**tiny_run, cache=False, out=out, progress=False)
+    before = {name: (out / name).read_bytes() for name in runs.RUN_FILES}
+    real_save = torch.save
+
+    def disk_full(obj, f, *args, **kwargs):
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(RuntimeError, match="file write failed"):
+        train.train_ssl(**{**tiny_run, "seed": 1}, cache=False, out=out, overwrite=True, progress=False)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert {name: (out / name).read_bytes() for name in runs.RUN_FILES} == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(runs.RUN_FILES)  # no temporaries left
+
+
+def test_a_run_without_weights_writes_nothing_to_out(tmp_path):
+    run = runs.TrainResult(config={}, history=[], final={}, arrays={"a": np.zeros(2)})
+    with pytest.raises(ValueError, match="no model weights"):
+        runs.write_run_files(run, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------- a damaged entry
 
 
