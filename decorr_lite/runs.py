@@ -144,8 +144,11 @@ def _save_run(result: TrainResult, run_dir: Path) -> Path | None:
     reports that as a RuntimeError) gives a warning and None: the run itself is not lost."""
     try:
         if not run_dir.is_dir():
-            run_dir.mkdir(parents=True)
-            os.chmod(run_dir, _atomic.FOLDER_MODE)  # a classroom shares one cache
+            try:
+                run_dir.mkdir(parents=True)
+                os.chmod(run_dir, _atomic.FOLDER_MODE)  # a classroom shares one cache
+            except FileExistsError:
+                pass  # another process, caching the same run, created it first
         _atomic.remove_stale(run_dir.parent)  # what killed writers of any run left there
         tmp = _atomic.temporary(run_dir, "version", folder=True)
         version = run_dir / f"v-{os.urandom(8).hex()}"

@@ -284,6 +284,25 @@ def test_a_model_whose_cached_version_was_replaced_says_how_to_load_it_again(iso
         loaded.load_model()
 
 
+def test_a_run_folder_created_by_another_writer_meanwhile_is_used(isolated_cache, monkeypatch):
+    """Two processes caching the same new run: the one whose mkdir came second got
+    FileExistsError, and its run was not cached."""
+    run_dir = isolated_cache / "runs" / "0123456789abcdef"
+    real_is_dir = Path.is_dir
+
+    def the_other_writer_creates_it_after_the_check(path):
+        found = real_is_dir(path)
+        if path == run_dir and not found:
+            os.makedirs(path)
+        return found
+
+    monkeypatch.setattr(Path, "is_dir", the_other_writer_creates_it_after_the_check)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "the run was not cached" fails the test
+        version = runs._save_run(_marked_run(0), run_dir)
+    assert version is not None and runs.load_run(run_dir).path == version
+
+
 def test_a_reader_sees_the_old_run_or_the_new_one_never_neither_or_both(isolated_cache):
     """Replacing a cached run deleted the old folder, then renamed the new one: readers got
     "damaged" reads (each a retrain) and reads that mixed two runs' files; writers got
