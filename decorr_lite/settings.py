@@ -36,7 +36,15 @@ def native_bf16(device: str) -> bool:
     if device != "cpu":
         return False
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(check is not None and check() for check in checks)
+    if not any(check is not None and check() for check in checks):
+        return False
+    # The hardware has it, but torch may be told not to use it: ATEN_CPU_CAPABILITY=avx2 limits
+    # torch's kernels and ONEDNN_MAX_CPU_ISA=AVX2 oneDNN's (how an AVX-512 machine stands in for
+    # a laptop without it). bf16 would then be emulated, as on that laptop.
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512") and (
+        isa == "ALL" or "AVX512" in isa or "AMX" in isa
+    )
 
 
 def resolve_precision(precision: str, device: str) -> str:

@@ -102,6 +102,8 @@ def _cpu_bf16(monkeypatch, native: bool):
     """Pretend the CPU has (or lacks) native bf16: the capability queries torch answers."""
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512" if native else "AVX2")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
 
 
 def test_auto_is_fp32_on_a_cpu_without_native_bf16(monkeypatch):
@@ -122,6 +124,22 @@ def test_auto_is_bf16_on_a_cpu_with_native_bf16(monkeypatch):
     assert train.run_key(TrainConfig(precision="auto", device="cpu")) != train.run_key(
         TrainConfig(precision="fp32", device="cpu")
     )
+
+
+@pytest.mark.parametrize(
+    "capability, isa", [("AVX2", None), ("AVX512", "AVX2"), ("DEFAULT", None)], ids=["aten-avx2", "onednn-avx2", "none"]
+)
+def test_auto_is_fp32_where_torch_is_told_not_to_use_the_cpu_s_bf16(monkeypatch, capability, isa):
+    """ATEN_CPU_CAPABILITY=avx2 or ONEDNN_MAX_CPU_ISA=AVX2 on an AVX512-BF16 machine (how it stands in for a
+    laptop without AVX-512) left auto at bf16, which was then emulated, several times slower than fp32."""
+    _cpu_bf16(monkeypatch, True)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    if isa:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    assert settings.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert settings.resolve_precision("auto", "cpu") == "bf16"
 
 
 def test_explicit_precisions_are_kept_and_bad_ones_refused():
