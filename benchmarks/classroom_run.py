@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from decorr_lite import config, diagnostics, evaluation, training  # noqa: E402
 from decorr_lite.augment import TwoViews  # noqa: E402
+from decorr_lite.benchmark import describe_machine, machine_line  # noqa: E402
 
 # (owner, function name, label); indented labels are parts of the stage above them
 STAGES = [
@@ -67,6 +68,8 @@ def main(argv=None) -> int:
     parser.add_argument("--set", default="{}", help="JSON of TrainConfig fields to change, e.g. '{\"lr\": 0.001}'")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "classroom_run.json"))
     args = parser.parse_args(argv)
+    host = describe_machine()
+    print(machine_line(host), flush=True)
     spent: dict[str, float] = collections.defaultdict(float)
     settings = {**config.classroom_settings(quick=args.quick), "precision": args.precision, **json.loads(args.set)}
     originals = [(owner, name, timed(spent, owner, name, label)) for owner, name, label in STAGES]
@@ -89,7 +92,11 @@ def main(argv=None) -> int:
     print(f"{'other':50s} {total - top:7.1f} s {100 * (total - top) / total:5.1f} %")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": settings, "seconds": total, "final": f, "stages": dict(spent)}, indent=1))
+    out.write_text(
+        json.dumps(
+            {"machine": host, "settings": settings, "seconds": total, "final": f, "stages": dict(spent)}, indent=1
+        )
+    )
     print(f"written to {out}")
     return 0
 

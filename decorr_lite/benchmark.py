@@ -402,3 +402,32 @@ if __name__ == "__main__":  # the worker process of measure_isolated, measure_pa
     else:
         result = measure(Case(**request["case"]), request["repeats"], request["max_seconds"], request["min_seconds"])
     print(json.dumps(result))
+
+
+def describe_machine() -> dict:
+    """What a measurement ran on: the CPU, the instruction set torch's kernels use (``AVX2`` on
+    most laptops, ``AVX512`` where the CPU has it, unless ``ATEN_CPU_CAPABILITY`` limits it),
+    whether bf16 is native (``precision="auto"`` picks it then), threads, versions and the date."""
+    import datetime
+    import platform
+
+    from .record import _cpu_name
+    from .settings import native_bf16
+
+    return {
+        "cpu": _cpu_name(),
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": native_bf16("cpu"),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def machine_line(machine: dict) -> str:
+    """``describe_machine()`` as the one line a benchmark prints first."""
+    return (
+        f"{machine['cpu']} | torch kernels: {machine['capability']} | native bf16: {machine['native_bf16']} | "
+        f"{machine['threads']} threads | torch {machine['torch']} | {machine['date']}"
+    )

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import tiny_run_settings
 
 from decorr_lite.benchmark import Case, alternate, measure, measure_isolated, measure_pair, time_alternated, timed
@@ -330,3 +331,26 @@ def test_peak_memory_of_several_cases_in_one_worker_sees_the_d_by_d_matrix():
     )
     assert exact > 2048 * 2048 * 4  # at least one d x d float32 matrix
     assert relaxed < exact / 4 and small < exact / 4
+
+
+def test_notebook_times_reports_the_machine_and_each_notebook_s_slowest_cells(tmp_path):
+    """benchmarks/notebook_times.py runs a notebook in a fresh kernel and times it and its cells."""
+    import importlib.util
+
+    import nbformat
+
+    spec = importlib.util.spec_from_file_location("notebook_times", ROOT / "benchmarks" / "notebook_times.py")
+    notebook_times = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(notebook_times)
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("import time; time.sleep(0.5)")]
+    )
+    path = tmp_path / "sleepy.ipynb"
+    nbformat.write(notebook, path)
+    (tmp_path / "work").mkdir()
+    total, cells = notebook_times.run_notebook(path, tmp_path / "work", timeout=60)
+    assert [index for index, _ in cells] == [0, 1]
+    assert cells[1][1] >= 0.45 > cells[0][1] and total >= cells[1][1]
+    machine = notebook_times.describe_machine()
+    assert machine["capability"] == torch.backends.cpu.get_cpu_capability() and isinstance(machine["native_bf16"], bool)
+    assert machine["capability"] in notebook_times.machine_line(machine)
