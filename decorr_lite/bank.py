@@ -150,7 +150,14 @@ def _warn_if_trained_on_other_data(name: str, run: TrainResult, config: TrainCon
 
     try:
         mine = cifar10.describe_source(config.data_root)  # hashes an archive once per file version
-    except (OSError, ValueError):  # a corrupt or unreadable copy: training on it would say so
+    except (OSError, ValueError) as err:  # a corrupt or unreadable copy: served the bank's run, told so
+        _DATA_COMPARED.add(where)
+        warnings.warn(
+            f"your copy of CIFAR-10 cannot be read ({err}); the run bank's entry {name!r} is served all "
+            "the same (it was trained elsewhere), but a run trained here will fail until the copy is fixed.",
+            BankDataWarning,
+            stacklevel=5,  # the caller of train_ssl / cached_run (via lookup and runs.find_run)
+        )
         return
     if mine["checksum"] is None:
         return  # no data here (yet): compared when there is some

@@ -393,17 +393,6 @@ def _steady_peak(case: Case) -> int:
     return peak_memory_since(case.device, baseline)
 
 
-if __name__ == "__main__":  # the worker process of measure_isolated, measure_pair_isolated and peak_memory
-    request = json.loads(sys.argv[1])
-    if "pair" in request:
-        result = measure_pair(*(Case(**c) for c in request["pair"]), pairs=request["pairs"])
-    elif "memory" in request:
-        result = [_steady_peak(Case(**c)) for c in request["memory"]]
-    else:
-        result = measure(Case(**request["case"]), request["repeats"], request["max_seconds"], request["min_seconds"])
-    print(json.dumps(result))
-
-
 def describe_machine() -> dict:
     """What a measurement ran on: the CPU, the instruction set torch's kernels use (``AVX2`` on
     most laptops, ``AVX512`` where the CPU has it, unless ``ATEN_CPU_CAPABILITY`` limits it),
@@ -431,3 +420,14 @@ def machine_line(machine: dict) -> str:
         f"{machine['cpu']} | torch kernels: {machine['capability']} | native bf16: {machine['native_bf16']} | "
         f"{machine['threads']} threads | torch {machine['torch']} | {machine['date']}"
     )
+
+
+if __name__ == "__main__":  # the worker process of measure_isolated, measure_pair_isolated and peak_memory
+    request = json.loads(sys.argv[1])
+    if "pair" in request:
+        result = measure_pair(*(Case(**c) for c in request["pair"]), pairs=request["pairs"])
+    elif "memory" in request:
+        result = [_steady_peak(Case(**c)) for c in request["memory"]]
+    else:
+        result = measure(Case(**request["case"]), request["repeats"], request["max_seconds"], request["min_seconds"])
+    print(json.dumps(result))

@@ -60,7 +60,7 @@ class TrainConfig:
     given takes the spec's default, and a weight of 0 switches its term off. They may also be
     passed as keywords: ``TrainConfig(loss="vicreg", std_coeff=0.0)`` is
     ``TrainConfig(loss="vicreg", weights={"std_coeff": 0.0})``. A copy with another loss
-    (``dataclasses.replace(config, loss="barlow")``) keeps only the weights the new loss has too.
+    (``dataclasses.replace(config, loss="barlow")``) takes the new loss's default weights.
     """
 
     loss: str = "vicreg"  # a name of decorr_lite.losses.LOSSES
@@ -102,8 +102,8 @@ class TrainConfig:
 
     def __init__(self, loss: str = "vicreg", weights: Mapping[str, float] | None = None, **settings) -> None:
         spec = loss_spec(loss)  # a clear error for an unknown loss
-        if isinstance(weights, Weights) and weights.loss not in (None, loss):  # copied from another loss's run
-            weights = {name: value for name, value in weights.items() if name in spec.defaults}
+        if isinstance(weights, Weights) and weights.loss not in (None, loss):  # a copy with another loss
+            weights = {}  # that loss's weights (its defaults too) are not this one's: take this one's defaults
         weights = dict(weights or {})
         for name in [name for name in settings if name not in _FIELDS]:
             weights[name] = settings.pop(name)  # a weight given as a keyword
@@ -135,7 +135,7 @@ class TrainConfig:
             if isinstance(value, bool) or value is None:
                 continue
             if "float" in kinds and isinstance(value, numbers.Real):
-                object.__setattr__(self, f.name, float(value))
+                object.__setattr__(self, f.name, float(value) + 0.0)  # + 0.0: -0.0 is 0.0
             elif "int" in kinds and isinstance(value, numbers.Integral):
                 object.__setattr__(self, f.name, int(value))
             elif "str" in kinds and isinstance(value, os.PathLike):

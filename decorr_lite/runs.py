@@ -144,11 +144,8 @@ def _save_run(result: TrainResult, run_dir: Path) -> Path | None:
     reports that as a RuntimeError) gives a warning and None: the run itself is not lost."""
     try:
         if not run_dir.is_dir():
-            try:
-                run_dir.mkdir(parents=True)
-                os.chmod(run_dir, _atomic.FOLDER_MODE)  # a classroom shares one cache
-            except FileExistsError:
-                pass  # another process, caching the same run, created it first
+            run_dir.mkdir(parents=True, exist_ok=True)  # another process caching the same run may be first
+            os.chmod(run_dir, _atomic.FOLDER_MODE)  # a classroom shares one cache
         _atomic.remove_stale(run_dir.parent)  # what killed writers of any run left there
         tmp = _atomic.temporary(run_dir, "version", folder=True)
         version = run_dir / f"v-{os.urandom(8).hex()}"
@@ -159,13 +156,13 @@ def _save_run(result: TrainResult, run_dir: Path) -> Path | None:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        previous = _current_version_or_none(run_dir)
+        # dated before "current" moves on, so that no other writer's cleaning finds it old
+        _retire(_current_version_or_none(run_dir))
         try:
             _atomic.write_file(run_dir / CURRENT, lambda p: p.write_text(version.name + "\n"))
         except BaseException:
             shutil.rmtree(version, ignore_errors=True)
             raise
-        _retire(previous)
     except (OSError, RuntimeError) as err:
         warnings.warn(
             f"the run was not cached: {run_dir.parent} cannot be written ({type(err).__name__}: {err}). "
@@ -186,9 +183,9 @@ def _current_version_or_none(run_dir: Path) -> Path | None:
 
 
 def _retire(version: Path | None) -> None:
-    """Date a replaced version from now: its age, by which it is removed, counts from when
-    "current" stopped naming it (a reader may have opened it a moment before), not from when
-    it was written, maybe long ago."""
+    """Date the version about to be replaced from now: its age, by which it is removed, counts
+    from when "current" stopped naming it (a reader may have opened it a moment before), not
+    from when it was written, maybe long ago."""
     if version is not None:
         try:
             os.utime(version)

@@ -41,10 +41,9 @@ def native_bf16(device: str) -> bool:
     # The hardware has it, but torch may be told not to use it: ATEN_CPU_CAPABILITY=avx2 limits
     # torch's kernels and ONEDNN_MAX_CPU_ISA=AVX2 oneDNN's (how an AVX-512 machine stands in for
     # a laptop without it). bf16 would then be emulated, as on that laptop.
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
-    return torch.backends.cpu.get_cpu_capability().startswith("AVX512") and (
-        isa == "ALL" or "AVX512" in isa or "AMX" in isa
-    )
+    isa = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    bf16_isa = isa == "ALL" or any(level in isa for level in ("BF16", "AMX", "AVX10"))  # AVX512_CORE has none
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512") and bf16_isa
 
 
 def resolve_precision(precision: str, device: str) -> str:

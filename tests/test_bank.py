@@ -395,6 +395,15 @@ def test_a_run_served_to_someone_with_other_data_says_which_data_it_was_trained_
     assert record[0].filename == __file__
 
 
+def test_a_run_served_to_someone_whose_data_cannot_be_read_says_so(official, fresh_comparisons):
+    """A damaged copy gave the key of "no data", and the bank served its run without a word."""
+    folder_root, _ = official
+    (folder_root / cifar10.BATCHES_DIR / "data_batch_2").write_bytes(b"damaged")
+    config = dataclasses.replace(bank.bank_config("vicreg"), data_root=str(folder_root))
+    with pytest.warns(bank.BankDataWarning, match=r"cannot be read.*data_batch_2.*'vicreg' is served"):
+        assert bank.lookup(config, PACKAGE_BANK) is not None
+
+
 def test_a_run_served_to_someone_with_the_same_data_says_nothing(tiny_cifar, monkeypatch, fresh_comparisons):
     config = dataclasses.replace(bank.bank_config("vicreg"), data_root=str(tiny_cifar))
     trained_on = bank.load_entry("vicreg", PACKAGE_BANK).final["provenance"]["data"]

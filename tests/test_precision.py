@@ -127,7 +127,9 @@ def test_auto_is_bf16_on_a_cpu_with_native_bf16(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "capability, isa", [("AVX2", None), ("AVX512", "AVX2"), ("DEFAULT", None)], ids=["aten-avx2", "onednn-avx2", "none"]
+    "capability, isa",
+    [("AVX2", None), ("AVX512", "AVX2"), ("AVX512", "AVX512_CORE"), ("AVX512", "avx512_core_vnni"), ("DEFAULT", None)],
+    ids=["aten-avx2", "onednn-avx2", "onednn-avx512-core", "onednn-vnni", "none"],
 )
 def test_auto_is_fp32_where_torch_is_told_not_to_use_the_cpu_s_bf16(monkeypatch, capability, isa):
     """ATEN_CPU_CAPABILITY=avx2 or ONEDNN_MAX_CPU_ISA=AVX2 on an AVX512-BF16 machine (how it stands in for a
@@ -137,9 +139,16 @@ def test_auto_is_fp32_where_torch_is_told_not_to_use_the_cpu_s_bf16(monkeypatch,
     if isa:
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
     assert settings.resolve_precision("auto", "cpu") == "fp32"
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    assert settings.resolve_precision("auto", "cpu") == "bf16"
+    for bf16_isa in ("AVX512_CORE_AMX", "avx512_core_bf16", "AVX10_1_512", "ALL", ""):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", bf16_isa)
+        assert settings.resolve_precision("auto", "cpu") == "bf16", bf16_isa
+
+
+def test_the_older_name_of_onednn_s_limit_counts_too(monkeypatch):
+    _cpu_bf16(monkeypatch, True)
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    assert settings.resolve_precision("auto", "cpu") == "fp32"
 
 
 def test_explicit_precisions_are_kept_and_bad_ones_refused():

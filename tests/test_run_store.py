@@ -275,6 +275,25 @@ def test_a_replaced_version_is_kept_for_a_while_after_it_is_replaced_then_remove
     assert not first.exists() and runs.load_run(run_dir).path == third
 
 
+def test_a_replaced_version_is_dated_before_current_moves_on(isolated_cache, monkeypatch):
+    """Dated only after "current" had moved on, a version that was written long ago looked old to
+    another writer's cleaning in between, which removed it under a reader."""
+    run_dir = isolated_cache / "runs" / "0123456789abcdef"
+    first = runs._save_run(_marked_run(0), run_dir)
+    long_ago = time.time() - 10 * runs.OLD_VERSIONS_KEPT_SECONDS
+    os.utime(first, (long_ago, long_ago))
+    real_write_file, ages = runs._atomic.write_file, []
+
+    def write_file(destination, write):
+        if destination.name == runs.CURRENT:  # the moment another writer could clean
+            ages.append(time.time() - first.stat().st_mtime)
+        return real_write_file(destination, write)
+
+    monkeypatch.setattr(runs._atomic, "write_file", write_file)
+    runs._save_run(_marked_run(1), run_dir)
+    assert ages and ages[0] < runs.OLD_VERSIONS_KEPT_SECONDS
+
+
 def test_a_model_whose_cached_version_was_replaced_says_how_to_load_it_again(isolated_cache):
     run_dir = isolated_cache / "runs" / "0123456789abcdef"
     runs._save_run(_marked_run(0), run_dir)

@@ -115,6 +115,10 @@ def test_minus_zero_is_the_same_weight_and_the_same_run_as_zero():
     plus, minus = TrainConfig(std_coeff=0.0), TrainConfig(std_coeff=-0.0)
     assert plus == minus and run_key(plus, precision="fp32") == run_key(minus, precision="fp32")
     assert math.copysign(1.0, minus.weights["std_coeff"]) == 1.0
+    for field in ("weight_decay", "warmup_fraction"):  # every float setting, not only the weights
+        assert run_key(TrainConfig(**{field: -0.0}), precision="fp32") == run_key(
+            TrainConfig(**{field: 0.0}), precision="fp32"
+        )
 
 
 def test_a_run_stored_with_every_loss_s_weights_as_settings_still_loads(tmp_path):
