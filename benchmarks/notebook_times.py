@@ -75,9 +75,9 @@ def main(argv=None) -> int:
     print(machine_line(host))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        # as a class runs them: full mode, an empty run cache, no data (the kernels inherit this)
-        # (one run cache for the sequence, as a class has; an empty data folder, so that a copy of
-        # CIFAR-10 in the project's data/ is not found either)
+        # as a class runs them (the kernels inherit this): full mode, one run cache for the
+        # sequence, empty at the start, and an empty data folder, so that a copy of CIFAR-10 in
+        # the project's data/ is not found either
         (tmp / "no-data").mkdir()
         os.environ.update(DECORR_QUICK="0", DECORR_CACHE=str(tmp / "cache"), DECORR_DATA=str(tmp / "no-data"))
         os.environ["MPLBACKEND"] = "Agg"

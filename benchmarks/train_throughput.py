@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from decorr_lite import settings, train  # noqa: E402
-from decorr_lite.benchmark import alternate  # noqa: E402
+from decorr_lite.benchmark import alternate, describe_machine  # noqa: E402
 from decorr_lite.models import build_model  # noqa: E402
 
 
@@ -78,11 +77,9 @@ def main(argv=None) -> int:
     steps = [variant_step(**v, batch=args.batch_size, dim=args.dim, device=device) for v in variants]
     times, _ = alternate(steps, args.passes, device.type)
     machine = {
+        **describe_machine(),
         "device": str(device),
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
         "cores": os.cpu_count(),
-        "torch": torch.__version__,
         "native_bf16": settings.native_bf16(device.type),
         "auto": auto,
     }

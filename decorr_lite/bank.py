@@ -152,11 +152,9 @@ def _warn_if_trained_on_other_data(name: str, run: TrainResult, config: TrainCon
         mine = cifar10.describe_source(config.data_root)  # hashes an archive once per file version
     except (OSError, ValueError) as err:  # a corrupt or unreadable copy: served the bank's run, told so
         _DATA_COMPARED.add(where)
-        warnings.warn(
+        _warn_data(
             f"your copy of CIFAR-10 cannot be read ({err}); the run bank's entry {name!r} is served all "
-            "the same (it was trained elsewhere), but a run trained here will fail until the copy is fixed.",
-            BankDataWarning,
-            stacklevel=5,  # the caller of train_ssl / cached_run (via lookup and runs.find_run)
+            "the same (it was trained elsewhere), but a run trained here will fail until the copy is fixed."
         )
         return
     if mine["checksum"] is None:
@@ -165,13 +163,17 @@ def _warn_if_trained_on_other_data(name: str, run: TrainResult, config: TrainCon
     theirs = run.final.get("provenance", {}).get("data") or {}
     if theirs.get("checksum") == mine["checksum"]:
         return
-    warnings.warn(
+    _warn_data(
         f"the run bank's entry {name!r} was trained on {_describe_data(theirs)}, not on your copy of "
         f"CIFAR-10, {_describe_data(mine)}: its numbers are those of that data. Train on yours with "
-        "use_bank=False (python -m decorr_lite train --no-bank).",
-        BankDataWarning,
-        stacklevel=5,  # the caller of train_ssl / cached_run (via lookup and runs.find_run)
+        "use_bank=False (python -m decorr_lite train --no-bank)."
     )
+
+
+def _warn_data(message: str) -> None:
+    # stacklevel: the line that called train_ssl or cached_run (through runs.find_run, lookup and
+    # _warn_if_trained_on_other_data)
+    warnings.warn(message, BankDataWarning, stacklevel=6)
 
 
 def _describe_data(data: dict) -> str:

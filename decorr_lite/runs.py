@@ -212,8 +212,9 @@ def _remove_old_versions(run_dir: Path, keep: str) -> None:
 
 def write_run_files(result: TrainResult, out: Path) -> None:
     """Write the run's three files into ``out`` (created if need be), all three before any
-    replaces an old one, leaving everything else in the folder alone; a symbolic link in the way is replaced, never written
-    through. Copied from the run's folder when it has one (a cached run), else written."""
+    replaces an old one, leaving everything else in the folder alone; a symbolic link in the
+    way is replaced, never written through. Copied from the run's folder when it has one (a
+    cached run), else written."""
     if result.path is None and result.state_dict is None:
         raise ValueError("this run has no model weights to write (a run from the run bank)")
     out.mkdir(parents=True, exist_ok=True)
