@@ -354,3 +354,23 @@ def test_notebook_times_reports_the_machine_and_each_notebook_s_slowest_cells(tm
     machine = notebook_times.describe_machine()
     assert machine["capability"] == torch.backends.cpu.get_cpu_capability() and isinstance(machine["native_bf16"], bool)
     assert machine["capability"] in notebook_times.machine_line(machine)
+
+
+def test_step_levers_times_the_recipe_and_each_change_to_it(tmp_path):
+    out = tmp_path / "levers.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "step_levers.py"),
+        "--dim",
+        "16",
+        "--passes",
+        "1",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert len(result["seconds"]) == 9 and all(seconds > 0 for seconds in result["seconds"].values())
+    assert result["machine"]["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert proc.stdout.splitlines()[0].startswith(result["machine"]["cpu"]) and "s / step" in proc.stdout
