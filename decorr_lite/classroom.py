@@ -84,7 +84,7 @@ def step_cost(config: TrainConfig, steps: int = 4, seed: int = 0) -> dict:
     device = torch.device(resolve_device(config.device))
     precision = resolve_precision(config.precision, device.type)
     torch.manual_seed(seed)
-    model, as_input = prepare_model(build_model(config.encoder, config.dim, config.hidden_dim, config.width).to(device))
+    model, as_input = prepare_model(build_model(config.encoder, config.dim, config.hidden_dim, config.width, config.stem_stride).to(device))
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")

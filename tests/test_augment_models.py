@@ -87,3 +87,36 @@ def test_build_model_rejects_bad_arguments():
         build_model("vit")
     with pytest.raises(ValueError, match="dim"):
         build_model("small", dim=1)
+
+
+def test_a_stride_two_stem_halves_every_stage_s_resolution():
+    from decorr_lite.models import SmallConvNet
+
+    sizes = {}
+    for stride in (1, 2):
+        encoder = SmallConvNet(16, stem_stride=stride)
+        x, seen = torch.randn(2, 3, 32, 32), []
+        for layer in encoder.layers:
+            x = layer(x)
+            if x.dim() == 4:
+                seen.append(x.shape[-1])
+        sizes[stride] = seen
+        assert x.shape == (2, 128)  # the same features, whatever the stride
+    assert sizes == {1: [32, 16, 8, 4, 1], 2: [16, 8, 4, 2, 1]}  # the last: average pooling
+    with pytest.raises(ValueError, match="stem_stride must be 1 or 2"):
+        build_model("small", stem_stride=3)
+    with pytest.raises(ValueError, match="stem_stride=2 is a setting of the small encoder"):
+        build_model("resnet18", stem_stride=2)
+
+
+def test_the_configuration_checks_the_stem_stride_and_keys_it():
+    from decorr_lite.config import TrainConfig
+    from decorr_lite.record import run_key
+
+    with pytest.raises(ValueError, match="stem_stride must be 1 or 2, and 2 only with encoder='small'"):
+        TrainConfig(stem_stride=2, encoder="resnet18")
+    with pytest.raises(ValueError, match="stem_stride must be 1 or 2"):
+        TrainConfig(stem_stride=4)
+    with pytest.raises(TypeError, match="stem_stride must be int"):
+        TrainConfig(stem_stride=2.0)
+    assert run_key(TrainConfig(stem_stride=1), portable=True) != run_key(TrainConfig(stem_stride=2), portable=True)
