@@ -1,4 +1,4 @@
-"""Measurements of a representation: is it healthy, collapsed to a point, or to a subspace?
+"""Measurements of a representation: is it collapsed to a point, to a few directions, or not at all?
 
 - ``singular_spectrum``: singular values of the centred embeddings (Jing et al., ICLR 2022, plot
   them on a log scale to show dimensional collapse).
@@ -6,7 +6,8 @@
   singular values. It is scale-free: a cloud shrunk towards a point keeps its rank.
 - ``leading_share``: the share of the variance along the leading principal direction.
 - ``std_per_dim``: per-dimension standard deviation, what VICReg's variance hinge looks at.
-- ``collapse_report``: a verdict from both the scale and the spectrum, with the numbers behind it.
+- ``collapse_report``: a verdict from both the scale and the spectrum, with the numbers behind it
+  (``verdict`` is the rule alone, for numbers measured before).
 - ``knn_accuracy``: weighted k-nearest-neighbour top-1 accuracy with cosine similarity
   (Wu et al., CVPR 2018), the usual online monitor of SSL training.
 - ``linear_probe``: logistic regression (scikit-learn) on frozen features.
@@ -114,10 +115,86 @@ def _std(z: torch.Tensor) -> torch.Tensor:
     return _unscaled(z.std(dim=0), exponent)
 
 
+VERDICTS = ("complete collapse", "dimensional collapse", "borderline", "no collapse")
+COMPLETE_BELOW = 0.1  # the spread: median std below this fraction of the reference
+DIMENSIONAL_ABOVE = 0.4  # the spectrum: leading direction's share of the variance above this
+BAND = 2.0  # within this factor of a threshold, on the side that is not collapsed: borderline
+
+
+def verdict(
+    median_std: float,
+    leading_share: float,
+    *,
+    reference_std: float = 1.0,
+    max_rank: int | None = None,
+    complete_below: float = COMPLETE_BELOW,
+    dimensional_above: float = DIMENSIONAL_ABOVE,
+    band: float = BAND,
+) -> str:
+    """The rule of ``collapse_report`` on numbers already measured (the run bank's history, say).
+
+    - "complete collapse": ``median_std < complete_below * reference_std``, the spread has shrunk
+      to a tenth of the reference's or less;
+    - "dimensional collapse": ``leading_share > dimensional_above``, one direction holds more than
+      40 % of the variance;
+    - "borderline": neither, but within a factor ``band`` of a threshold (a spread below
+      ``band * complete_below`` of the reference, or a share above ``dimensional_above / band``):
+      too close to call, so that no small difference between two runs (or seeds) flips one
+      verdict into the opposite one;
+    - "no collapse": neither. It says nothing about whether the representation is useful: read
+      kNN accuracy or the linear probe for that.
+
+    ``reference_std``: the scale the spread is judged against, the same for every loss: a run's
+    untrained encoder's median std (what training starts from), or a scale the loss asks for
+    (VICReg's margin gamma). ``max_rank``: min(n, d); below 5 the share threshold is raised to
+    1.5 / max_rank and has no borderline zone, so that a round cloud (share 1 / max_rank) is
+    never flagged.
+    """
+    for name, value in (("complete_below", complete_below), ("dimensional_above", dimensional_above)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if dimensional_above >= 1:
+        raise ValueError(f"dimensional_above is a share of the variance and must be below 1, got {dimensional_above!r}")
+    if not (isinstance(band, numbers.Real) and math.isfinite(band) and band >= 1):
+        raise ValueError(f"band must be a finite number >= 1 (1: no borderline zone), got {band!r}")
+    if not (isinstance(reference_std, numbers.Real) and math.isfinite(reference_std) and reference_std > 0):
+        raise ValueError(f"reference_std must be a finite number > 0, got {reference_std!r}")
+    if not (math.isfinite(median_std) and math.isfinite(leading_share)):
+        raise ValueError(f"no verdict follows from a non-finite measurement: median std {median_std}, share {leading_share}")
+    few = max_rank is not None and max_rank < 5  # a round cloud's share, 1 / max_rank, is large there
+    share_bar = max(dimensional_above, 1.5 / max_rank) if few else dimensional_above
+    scale = median_std / reference_std
+    if scale < complete_below:
+        return "complete collapse"
+    if leading_share > share_bar:
+        return "dimensional collapse"
+    if scale < complete_below * band or (not few and leading_share > share_bar / band):
+        return "borderline"
+    return "no collapse"
+
+
+def judge_history(history: list[dict], dim: int) -> list[dict]:
+    """A run's evaluation points with each ``verdict`` (re)computed by ``verdict`` from the
+    point's median std and leading share, the reference being the run's first point (its
+    untrained encoder, step 0): so the verdict of a stored run is always today's rule, and
+    means the same for every loss. Points without those numbers are left as they are."""
+    if not history or "median_std" not in history[0] or "leading_share" not in history[0]:
+        return history
+    reference = history[0]["median_std"] if history[0].get("step") == 0 and history[0]["median_std"] > 0 else 1.0
+    judged = []
+    for point in history:
+        point = dict(point)
+        if "median_std" in point and "leading_share" in point:
+            point["verdict"] = verdict(
+                point["median_std"], point["leading_share"], reference_std=reference, max_rank=dim
+            )
+        judged.append(point)
+    return judged
+
+
 @dataclass(frozen=True)
 class CollapseReport:
-    """``verdict`` is "complete collapse", "dimensional collapse" or "healthy"; the stds are in the
-    units of the embeddings."""
+    """``verdict`` is one of ``VERDICTS``; the stds are in the units of the embeddings."""
 
     verdict: str
     median_std: float
@@ -128,57 +205,58 @@ class CollapseReport:
     rank_fraction: float
     leading_share: float
     margin: float
+    reference_std: float
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def __str__(self) -> str:
         return (
-            f"{self.verdict}: median std {self.median_std:.3g} (margin {self.margin:g}, "
-            f"{self.fraction_below_margin:.0%} of dims below it), effective rank "
-            f"{self.effective_rank:.1f} of {self.max_rank} ({self.rank_fraction:.1%}), leading direction "
-            f"{self.leading_share:.0%} of the variance"
+            f"{self.verdict}: median std {self.median_std:.3g} ({self.median_std / self.reference_std:.2g} of the "
+            f"reference {self.reference_std:.3g}; {self.fraction_below_margin:.0%} of dims below the margin "
+            f"{self.margin:g}), effective rank {self.effective_rank:.1f} of {self.max_rank} "
+            f"({self.rank_fraction:.1%}), leading direction {self.leading_share:.0%} of the variance"
         )
 
 
 def collapse_report(
     z,
     *,
+    reference_std: float | None = None,
     margin: float = 1.0,
-    complete_below: float = 0.05,
-    dimensional_above: float = 0.3,
+    complete_below: float = COMPLETE_BELOW,
+    dimensional_above: float = DIMENSIONAL_ABOVE,
+    band: float = BAND,
     spectrum: torch.Tensor | None = None,
 ) -> CollapseReport:
-    """Diagnose (n, d) embeddings from their scale and their spectrum.
+    """Diagnose (n, d) embeddings from their scale and their spectrum (the rule: ``verdict``).
 
-    - complete collapse: the median per-dimension std is below ``complete_below * margin``:
-      the embeddings have shrunk to (nearly) a point. Looking at scale is essential here:
-      the spectrum is scale-free and a shrunken cloud of noise still looks spread out.
+    - complete collapse: the median per-dimension std is below ``complete_below`` of
+      ``reference_std``: the embeddings have shrunk to (nearly) a point. Looking at scale is
+      essential here: the spectrum is scale-free and a shrunken cloud of noise still looks spread
+      out. The reference is what the spread is compared with: for a trained encoder, the same
+      encoder's spread before training (the run's first evaluation point), which means the same
+      for every loss; by default ``margin``.
     - dimensional collapse: the spread is there but one direction dominates it: the leading
       principal direction holds more than ``dimensional_above`` of the variance
       (``leading_share``). A share means the same at d = 8 as at d = 1024, where a fraction of
-      d would not: a healthy toy encoder uses all 8 of its dimensions, a healthy CIFAR-10
-      encoder trained for minutes a tenth of its 1024. Below d = 5 the bar is raised to
-      1.5 / min(n, d), so that a round cloud (share 1 / min(n, d)) is never flagged.
-      docs/collapse.md justifies the 30 % default with the measured runs.
-    - healthy: neither.
+      d would not: a toy encoder can use all 8 of its dimensions, a CIFAR-10 encoder trained
+      for minutes a tenth of its 1024. docs/collapse.md justifies the thresholds with the
+      measured runs.
+    - borderline: within a factor ``band`` of either threshold.
+    - no collapse: neither (which is not to say useful).
 
     Every measurement is made at any finite magnitude (the stds in the units of z); one that still
     comes out non-finite (a ``spectrum`` with NaN, a std beyond float64) raises: it gives no verdict.
 
-    ``margin`` is the scale the training asked for (VICReg's gamma, 1 by default); ``spectrum``
-    is ``singular_spectrum(z)`` if the caller has computed it. The report also carries the
-    effective rank, the continuous measure to compare runs by.
+    ``margin`` is the scale the training asked for (VICReg's gamma, 1 by default), for
+    ``fraction_below_margin``; ``spectrum`` is ``singular_spectrum(z)`` if the caller has computed
+    it. The report also carries the effective rank, the continuous measure to compare runs by.
     """
-    for name, value in (
-        ("margin", margin),
-        ("complete_below", complete_below),
-        ("dimensional_above", dimensional_above),
-    ):
+    for name, value in (("margin", margin), ("reference_std", margin if reference_std is None else reference_std)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    if dimensional_above >= 1:
-        raise ValueError(f"dimensional_above is a share of the variance and must be below 1, got {dimensional_above!r}")
+    reference_std = float(margin if reference_std is None else reference_std)
     z = _as_float64(z)
     std = _std(z)
     passed = spectrum is not None
@@ -188,7 +266,7 @@ def collapse_report(
     share = leading_share(z, spectrum=spectrum)
     max_rank = min(z.shape)
     median_std = float(std.median())
-    # a verdict needs numbers: NaN compares False with every threshold and would read "healthy"
+    # a verdict needs numbers: NaN compares False with every threshold and would read "no collapse"
     measured = {"median std": median_std, "min std": float(std.min()), "effective rank": erank, "leading share": share}
     bad = {name: value for name, value in measured.items() if not math.isfinite(value)}
     if bad:
@@ -198,14 +276,16 @@ def collapse_report(
             f"and no verdict follows from a non-finite measurement. z is finite (largest |entry| "
             f"{float(z.abs().max()):.3g}); at the edge of float64's range, scale it down first."
         )
-    if median_std < complete_below * margin:
-        verdict = "complete collapse"
-    elif share > max(dimensional_above, 1.5 / max_rank):
-        verdict = "dimensional collapse"
-    else:
-        verdict = "healthy"
     return CollapseReport(
-        verdict=verdict,
+        verdict=verdict(
+            median_std,
+            share,
+            reference_std=reference_std,
+            max_rank=max_rank,
+            complete_below=complete_below,
+            dimensional_above=dimensional_above,
+            band=band,
+        ),
         median_std=median_std,
         min_std=float(std.min()),
         fraction_below_margin=float((std < margin).double().mean()),
@@ -214,6 +294,7 @@ def collapse_report(
         rank_fraction=erank / max_rank,
         leading_share=share,
         margin=float(margin),
+        reference_std=reference_std,
     )
 
 

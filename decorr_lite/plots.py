@@ -236,6 +236,22 @@ def history(ax, result, key: str, *, label: str | None = None, upto: int | None 
     return ax
 
 
+def history_band(ax, runs, key: str, *, label: str | None = None, **kwargs):
+    """One recorded quantity over training for a setting trained with several seeds (a list of
+    ``TrainResult`` with the same evaluation steps): the mean as a line, the range over the
+    seeds (min to max) as a band around it."""
+    steps = [e["step"] for e in runs[0].history]
+    if any([e["step"] for e in r.history] != steps for r in runs):
+        raise ValueError("history_band needs runs evaluated at the same steps (the same setting, other seeds)")
+    values = np.array([[e[key] for e in r.history] for r in runs], dtype=float)
+    (line,) = ax.plot(steps, values.mean(axis=0), marker="o", ms=3, label=label, **kwargs)
+    ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("training step")
+    if label:
+        ax.legend(fontsize=7)
+    return ax
+
+
 def std_histogram(ax, std, *, margin: float = 1.0, label: str | None = None, bins=None):
     """Histogram of the per-dimension std on a log axis, with the variance margin drawn."""
     values = np.maximum(_np(std), 1e-6)
@@ -477,39 +493,45 @@ def pipeline_figure(*, feature_dim: int, dim: int, encoder: str = "small ConvNet
     return fig
 
 
-def collapse_map(
-    ax, results: dict, *, margin: float = 1.0, complete_below: float = 0.05, dimensional_above: float = 0.3
-):
-    """Each run as one point: final median std (x) against the final share of the variance along
-    the leading direction (y), both on log scales, with the thresholds of
-    ``diagnostics.collapse_report`` drawn, so that complete collapse (left of the vertical line),
-    dimensional collapse (above the horizontal one) and healthy (the lower right) are three
-    regions. (At d >= 5 the thresholds are the arguments; see ``collapse_report``.)"""
+def collapse_map(ax, results: dict):
+    """Each run as one point: its final median std relative to its untrained encoder's (x) against
+    the final share of the variance along the leading direction (y), both on log scales, with the
+    thresholds of ``diagnostics.verdict`` drawn: complete collapse left of the red line,
+    dimensional collapse above the purple one, "no collapse" in the lower right, and the
+    borderline zones between them shaded. A run given as a list of ``TrainResult`` (its seeds)
+    is drawn as one point per seed, labelled once."""
     placed = []  # (log x, log y, rows down) of the labels drawn so far
-    for label, run in results.items():
-        x, y = run.final["median_std"], run.final["leading_share"]
-        ax.scatter(x, y, s=30, zorder=3)
+    low, high = diagnostics.COMPLETE_BELOW, diagnostics.DIMENSIONAL_ABOVE
+    xs, ys = [low], [high]
+    for i, (label, runs) in enumerate(results.items()):
+        runs = runs if isinstance(runs, (list, tuple)) else [runs]
+        points = [(r.final["median_std"] / r.history[0]["median_std"], r.final["leading_share"]) for r in runs]
+        ax.scatter(*zip(*points), s=30, zorder=3, color=f"C{i % 10}")
+        xs += [p[0] for p in points]
+        ys += [p[1] for p in points]
+        x, y = points[0]
         # a point close to one already labelled gets its label one row lower, so that none overlap
         near = [rows for lx, ly, rows in placed if abs(lx - math.log10(x)) < 0.9 and abs(ly - math.log10(y)) < 0.12]
         rows = max(near) + 1 if near else 0
         placed.append((math.log10(x), math.log10(y), rows))
         ax.annotate(label, (x, y), fontsize=7, xytext=(4, 3 - 10 * rows), textcoords="offset points")
-    ax.axvline(complete_below * margin, color="tab:red", ls="--", lw=1)
-    ax.axhline(dimensional_above, color="tab:purple", ls="--", lw=1)
-    xs = [r.final["median_std"] for r in results.values()] + [complete_below * margin]
-    ys = [r.final["leading_share"] for r in results.values()] + [dimensional_above]
+    band = diagnostics.BAND
+    ax.axvline(low, color="tab:red", ls="--", lw=1)
+    ax.axhline(high, color="tab:purple", ls="--", lw=1)
+    ax.axvspan(low, low * band, color="0.9", zorder=0)
+    ax.axhspan(high / band, high, color="0.9", zorder=0)
     ax.set(
         xscale="log",
         yscale="log",
         xlim=(min(xs) / 3, max(xs) * 20),
         ylim=(min(ys) / 2, 2.0),
-        xlabel="median std per dimension (final)",
+        xlabel="median std per dimension, relative to the untrained encoder's (final)",
         ylabel="leading direction's share of the variance (final)",
     )
     ax.text(0.02, 0.02, "complete\ncollapse", transform=ax.transAxes, va="bottom", fontsize=8, color="tab:red")
     ax.text(
         0.98, 0.98, "dimensional collapse", transform=ax.transAxes, ha="right", va="top", fontsize=8, color="tab:purple"
     )
-    ax.text(0.98, 0.02, "healthy", transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
-    ax.set_title("collapse at a glance", fontsize=9)
+    ax.text(0.98, 0.02, "no collapse", transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
+    ax.set_title("collapse at a glance (grey: borderline)", fontsize=9)
     return ax

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import diagnostics
 from .config import TrainConfig
 from .data import cifar10
 from .models import build_model
@@ -37,6 +38,14 @@ class TrainResult:
     from_cache: bool = False  # loaded, from the user's run cache or from the run bank
     state_dict: dict | None = field(default=None, repr=False)  # set for a run trained now
     from_bank: bool = False  # shipped with the package (decorr_lite.bank): metrics and arrays, no weights
+
+    def __post_init__(self) -> None:
+        # the verdicts by today's rule, relative to the run's untrained encoder (diagnostics.verdict):
+        # a run stored under an older rule reads the same as one trained now
+        if self.history and "dim" in self.config:
+            self.history = diagnostics.judge_history(self.history, self.config["dim"])
+            if "verdict" in self.final and "verdict" in self.history[-1]:
+                self.final = {**self.final, "verdict": self.history[-1]["verdict"]}
 
     @property
     def metrics(self) -> dict:
@@ -61,7 +70,13 @@ class TrainResult:
                 f"{weights} is gone: the run cache replaced this run since it was loaded (the same "
                 "settings trained again, e.g. with retrain=True). Load the run again with cached_run(...)"
             )
-        model = build_model(self.config["encoder"], self.config["dim"], self.config["hidden_dim"], self.config["width"])
+        model = build_model(
+            self.config["encoder"],
+            self.config["dim"],
+            self.config["hidden_dim"],
+            self.config["width"],
+            self.config.get("stem_stride", 1),
+        )
         model.load_state_dict(torch.load(weights, map_location=map_location, weights_only=True))
         return model.eval()
 

@@ -74,13 +74,13 @@ def test_collapse_report_verdicts():
     g = torch.Generator().manual_seed(4)
     healthy = torch.randn(2000, 64, generator=g, dtype=torch.float64)
     report = dg.collapse_report(healthy)
-    assert report.verdict == "healthy" and report.median_std == pytest.approx(1, abs=0.05)
+    assert report.verdict == "no collapse" and report.median_std == pytest.approx(1, abs=0.05)
 
     shrunk = 0.01 * healthy  # complete collapse: a point, up to noise
     report = dg.collapse_report(shrunk)
     assert report.verdict == "complete collapse"
     assert report.fraction_below_margin == 1.0
-    # the effective rank alone would call this healthy: it is scale-free
+    # the effective rank alone would miss it: it is scale-free
     assert report.effective_rank > 0.9 * 64
 
     flat = equal_spectrum(2000, 64, 2, scale=math.sqrt(2000 * 32))  # std ~1, but rank 2
@@ -111,20 +111,20 @@ def test_leading_share_against_numpy_pca():
 def test_dimensional_collapse_means_the_same_share_at_any_d():
     # The same spectrum shape (one direction with 60 % of the variance, the rest spread evenly)
     # is dimensional collapse at d = 8 and at d = 1024; a spectrum whose leading direction holds
-    # 20 % is healthy at both, although at d = 1024 its effective rank is a few % of d.
+    # 15 % is not collapsed at either, although at d = 1024 its effective rank is a few % of d.
     for d in (8, 1024):
         collapsed = shaped_cloud(4000, d, [0.6] + [0.4 / 6] * 6)
-        healthy = shaped_cloud(4000, d, [0.2] + [0.8 / 6] * 6)
+        healthy = shaped_cloud(4000, d, [0.15] + [0.85 / 6] * 6)
         report_c, report_h = dg.collapse_report(collapsed, margin=0.01), dg.collapse_report(healthy, margin=0.01)
         assert report_c.leading_share == pytest.approx(0.6, rel=1e-9) and report_c.verdict == "dimensional collapse"
-        assert report_h.leading_share == pytest.approx(0.2, rel=1e-9) and report_h.verdict == "healthy"
+        assert report_h.leading_share == pytest.approx(0.15, rel=1e-9) and report_h.verdict == "no collapse"
     assert report_h.rank_fraction < 0.01  # the rule a fraction of d would have flagged
 
 
-def test_a_round_cloud_in_few_dimensions_is_healthy_and_a_line_is_not():
+def test_a_round_cloud_in_few_dimensions_is_not_collapsed_and_a_line_is():
     for d in (2, 3, 4):
         round_cloud = shaped_cloud(1000, d, [1.0] * d)
-        assert dg.collapse_report(round_cloud).verdict == "healthy", d  # share 1/d, above 0.3 for d <= 3
+        assert dg.collapse_report(round_cloud).verdict == "no collapse", d  # share 1/d, above 0.4 for d <= 2
         line = shaped_cloud(1000, d, [1.0] + [1e-4] * (d - 1))
         assert dg.collapse_report(line).verdict == "dimensional collapse", d
 
@@ -136,8 +136,9 @@ def test_collapse_report_rejects_a_share_of_one_or_more():
 
 def test_collapse_report_margin_scales_the_threshold():
     z = 0.3 * torch.randn(1000, 16, generator=torch.Generator().manual_seed(5))
-    assert dg.collapse_report(z, margin=1.0).verdict == "healthy"
+    assert dg.collapse_report(z, margin=1.0).verdict == "no collapse"
     assert dg.collapse_report(z, margin=10.0).verdict == "complete collapse"
+    assert dg.collapse_report(z, margin=2.0).verdict == "borderline"  # 0.15 of the margin: within the band
     with pytest.raises(ValueError, match="margin"):
         dg.collapse_report(z, margin=0)
 
@@ -242,14 +243,14 @@ def test_collapse_report_at_any_finite_magnitude(scale):
     assert dg.effective_rank(None, spectrum=spectrum) == pytest.approx(at_one.effective_rank, rel=1e-9)
 
 
-def test_a_healthy_cloud_near_1e160_is_healthy_with_a_finite_share():
+def test_a_round_cloud_near_1e160_is_not_collapsed_with_a_finite_share():
     healthy = shaped_cloud(400, 8, [1.0] * 8)
     report = dg.collapse_report(1e160 * healthy, margin=1e159)
-    assert report.verdict == "healthy" and report.leading_share == pytest.approx(1 / 8, rel=1e-9)
+    assert report.verdict == "no collapse" and report.leading_share == pytest.approx(1 / 8, rel=1e-9)
 
 
 def test_a_non_finite_measurement_gives_no_verdict():
-    """A spectrum with NaN (or a std beyond float64) is an error, never "healthy"."""
+    """A spectrum with NaN (or a std beyond float64) is an error, never "no collapse"."""
     z = shaped_cloud(100, 4, [1.0] * 4)
     spectrum = dg.singular_spectrum(z)
     spectrum[1] = float("nan")
@@ -308,3 +309,52 @@ def test_knn_rejects_nan_features():
 def test_collapse_report_rejects_nan_thresholds(name):
     with pytest.raises(ValueError, match=f"{name} must be a finite number"):
         dg.collapse_report(torch.randn(20, 4), **{name: float("nan")})
+
+
+# --------------------------------------------------------------------------- the verdict's rule
+
+
+@pytest.mark.parametrize("threshold", ["spread", "share"])
+def test_no_small_difference_turns_a_verdict_into_its_opposite(threshold):
+    """Two runs a hair apart on either side of a threshold: one collapsed, the other borderline,
+    never "no collapse". Only a change by the band's factor reaches the opposite verdict."""
+    eps = 1e-3
+    if threshold == "spread":
+        just_below = dg.verdict(dg.COMPLETE_BELOW * (1 - eps), 0.1, max_rank=1024)
+        just_above = dg.verdict(dg.COMPLETE_BELOW * (1 + eps), 0.1, max_rank=1024)
+        clear = dg.verdict(dg.COMPLETE_BELOW * dg.BAND * (1 + eps), 0.1, max_rank=1024)
+        assert just_below == "complete collapse"
+    else:
+        just_below = dg.verdict(1.0, dg.DIMENSIONAL_ABOVE * (1 + eps), max_rank=1024)
+        just_above = dg.verdict(1.0, dg.DIMENSIONAL_ABOVE * (1 - eps), max_rank=1024)
+        clear = dg.verdict(1.0, dg.DIMENSIONAL_ABOVE / dg.BAND * (1 - eps), max_rank=1024)
+        assert just_below == "dimensional collapse"
+    assert just_above == "borderline" and clear == "no collapse"
+    assert dg.verdict(0.5, 0.5, band=1.0) == "dimensional collapse" and dg.verdict(0.5, 0.3, band=1.0) == "no collapse"
+
+
+def test_the_spread_is_judged_against_the_reference_the_same_for_every_scale():
+    """A Barlow Twins run has no margin: its spread is judged against its untrained encoder's,
+    so scaling a run and its reference together changes nothing."""
+    for scale in (1e-3, 1.0, 1e3):
+        assert dg.verdict(0.05 * scale, 0.1, reference_std=scale) == "complete collapse"
+        assert dg.verdict(0.15 * scale, 0.1, reference_std=scale) == "borderline"
+        assert dg.verdict(0.9 * scale, 0.1, reference_std=scale) == "no collapse"
+    z = torch.randn(500, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for scale in (1e-6, 1e6):
+        assert dg.collapse_report(scale * z, reference_std=scale).verdict == dg.collapse_report(z).verdict
+    with pytest.raises(ValueError, match="reference_std"):
+        dg.verdict(0.1, 0.1, reference_std=0.0)
+    with pytest.raises(ValueError, match="band"):
+        dg.verdict(0.1, 0.1, band=0.5)
+
+
+def test_a_run_s_verdicts_are_judged_against_its_first_point():
+    history = [
+        {"step": 0, "median_std": 2.0, "leading_share": 0.1, "verdict": "whatever was stored"},
+        {"step": 5, "median_std": 0.15, "leading_share": 0.1, "verdict": "healthy"},
+        {"step": 9, "median_std": 0.3, "leading_share": 0.1},
+    ]
+    judged = dg.judge_history(history, dim=64)
+    assert [p["verdict"] for p in judged] == ["no collapse", "complete collapse", "borderline"]
+    assert history[1]["verdict"] == "healthy"  # the input is left as it was
