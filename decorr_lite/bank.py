@@ -8,6 +8,11 @@ relaxed VICReg with q = 2. Each entry is the run's ``metrics.json`` (config, his
 and in ``final["provenance"]`` the code, data, software, machine and precision that produced
 it) and its arrays in float32, without model weights, in ``decorr_lite/bank/``.
 
+Every entry is trained with three seeds (``SEEDS``): the notebooks show seed 0, with its arrays;
+the other seeds (entries ``NAME-seed1``, ``NAME-seed2``) are stored as metrics and history only
+and are never served in place of a run: they are the evidence for the comparisons the notebooks
+draw across seeds (``load_seeds(NAME)``).
+
 ``train_ssl`` and ``cached_run`` look in the user's run cache first, then here, then train. The
 bank's key is ``run_key(config, portable=True)``: the data's location, the device and the
 precision are left out, so that every machine finds the runs (a request for an explicit
@@ -56,6 +61,8 @@ DIGEST_CHARS = 12  # hex digits of the arrays' sha256 in their file name
 # stored in float32, the history in float64): a few units in the last place of a float32.
 FLOAT32_RTOL = 8 * float(np.finfo(np.float32).eps)
 ARRAYS = ("eval_steps", "spectrum", "std_per_dim", "covariance", "cross_correlation")
+SEEDS = (0, 1, 2)  # every entry is trained with each; the notebooks show the first
+_REPLICA = re.compile(r"(.+)-seed(\d+)")  # NAME-seed1: entry NAME trained with another seed
 
 
 class BankDataWarning(UserWarning):
@@ -80,7 +87,15 @@ def term_combinations(loss: str) -> dict[str, dict]:
 
 def bank_runs() -> dict[str, dict]:
     """The bank's entries: name -> the ``TrainConfig`` fields that differ from
-    ``classroom_settings()`` (full mode)."""
+    ``classroom_settings()`` (full mode). The settings the notebooks show (seed 0) come first,
+    then each again with every other seed of ``SEEDS`` (``NAME-seed1``, ...)."""
+    shown = shown_runs()
+    replicas = {f"{name}-seed{seed}": dict(fields, seed=seed) for seed in SEEDS[1:] for name, fields in shown.items()}
+    return {**shown, **replicas}
+
+
+def shown_runs() -> dict[str, dict]:
+    """The run settings the notebooks show (seed 0): name -> ``TrainConfig`` fields."""
     d = classroom_settings()["dim"]
     relaxed = dict(loss="vicreg", method="fft", exponent=1.0)
     return {
@@ -94,9 +109,38 @@ def bank_runs() -> dict[str, dict]:
         "vicreg-fft-b=d-not-permuted": dict(relaxed, permutation=False),
         f"vicreg-fft-b={d // 8}": dict(relaxed, block_size=d // 8),
         f"vicreg-fft-b={d // 8}-not-permuted": dict(relaxed, block_size=d // 8, permutation=False),
-        # relaxed VICReg with q = 2: penalising squared sums collapses it
+        # relaxed VICReg with q = 2, at the covariance weight of the exact loss and at d times it:
+        # the relaxed q = 2 penalty is about 1/d of the exact one (measured at step 0: 1/1072 on
+        # average over three seeds), so the second run separates the term's size from its shape
         "vicreg-fft-b=d-q=2": dict(relaxed, exponent=2.0),
+        "vicreg-fft-b=d-q=2-cov-x-d": dict(relaxed, exponent=2.0, cov_coeff=float(d)),
     }
+
+
+def replica_of(name: str) -> tuple[str, int]:
+    """``("vicreg", 1)`` for ``"vicreg-seed1"``; ``(name, SEEDS[0])`` for an entry the notebooks show."""
+    match = _REPLICA.fullmatch(name)
+    if match and match.group(1) in shown_runs():
+        return match.group(1), int(match.group(2))
+    return name, SEEDS[0]
+
+
+def stores_arrays(name: str) -> bool:
+    """Whether the entry keeps its arrays (the notebooks' seed) or only its metrics and history."""
+    return replica_of(name)[1] == SEEDS[0]
+
+
+def seed_names(name: str) -> list[str]:
+    """The entries of one setting, one per seed: ``["vicreg", "vicreg-seed1", "vicreg-seed2"]``."""
+    if name not in shown_runs():
+        raise KeyError(f"{name!r} is not a setting the notebooks show; they are: {', '.join(shown_runs())}")
+    return [name] + [f"{name}-seed{seed}" for seed in SEEDS[1:]]
+
+
+def load_seeds(name: str, folder: Path | None = None) -> list[TrainResult]:
+    """The setting ``name`` as trained with each seed of ``SEEDS`` (the first with its arrays, the
+    others with their metrics and history only): the evidence for a comparison across seeds."""
+    return [load_entry(entry, folder) for entry in seed_names(name)]
 
 
 def bank_config(name: str) -> TrainConfig:
@@ -128,7 +172,7 @@ def lookup(config: TrainConfig, folder: Path | None = None) -> TrainResult | Non
     folder = folder or bank_dir()
     key = run_key(config, portable=True)
     for name, entry in read_index(folder).get("entries", {}).items():
-        if entry["key"] == key and config.precision in ("auto", entry["precision"]):
+        if entry["key"] == key and config.precision in ("auto", entry["precision"]) and stores_arrays(name):
             run, stored, _ = _load_with_key(name, folder)
             if stored != key:  # rebuilt with another configuration since the index was read
                 return None
@@ -197,12 +241,15 @@ def _arrays_digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()[:DIGEST_CHARS]
 
 
-def _load_with_key(name: str, folder: Path) -> tuple[TrainResult, str, str]:
+def _load_with_key(name: str, folder: Path) -> tuple[TrainResult, str, str | None]:
     """The entry, the key it was stored under and its arrays' file name, read as its json, then
     the arrays that the json names (checked against the digest in their name). If a rebuild
     removed those arrays in between, the json is read again (once): it names the new ones."""
     for attempt in range(2):
         metrics = json.loads((folder / f"{name}.json").read_text())
+        if metrics.get("arrays", "") is None:  # a replica of another seed: metrics and history only
+            run = TrainResult(metrics["config"], metrics["history"], metrics["final"], {}, from_cache=True, from_bank=True)
+            return run, metrics["key"], None
         file = _arrays_file(name, metrics)
         try:
             raw = (folder / file).read_bytes()
@@ -216,7 +263,7 @@ def _load_with_key(name: str, folder: Path) -> tuple[TrainResult, str, str]:
             f"{_arrays_digest(raw)}): the entry is damaged"
         )
     with np.load(io.BytesIO(raw)) as arrays:
-        arrays = dict(arrays)
+        arrays, _ = _split_encoder(dict(arrays))
     return (
         TrainResult(metrics["config"], metrics["history"], metrics["final"], arrays, from_cache=True, from_bank=True),
         metrics["key"],
@@ -225,23 +272,80 @@ def _load_with_key(name: str, folder: Path) -> tuple[TrainResult, str, str]:
 
 
 def _compact(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """float64 arrays as float32 (enough for every figure); integer arrays (steps) as they are."""
-    return {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v for k, v in arrays.items()}
+    """float64 arrays as float32 (enough for every figure); integer arrays (steps) and float16
+    ones (the encoder's weights) as they are."""
+    return {k: v.astype(np.float32) if v.dtype in (np.float64, np.float32) else v for k, v in arrays.items()}
 
 
-def save_entry(name: str, run: TrainResult, folder: Path | None = None) -> None:
+ENCODER_PREFIX = "encoder."  # the arrays' file also holds the trained encoder's weights, in float16
+SAMPLE_FEATURES = "sample_features"  # and its features of the shipped sample images
+
+
+def encoder_arrays(encoder_state: dict, sample_features) -> dict[str, np.ndarray]:
+    """What an entry stores of its trained encoder (BatchNorm re-estimated as its evaluation did):
+    the weights in float16 (about 0.2 MB a run) and its float32 features of the sample images,
+    which ``load_encoder`` must reproduce."""
+    stored = {}
+    for key, value in encoder_state.items():
+        value = value.detach().cpu().numpy()
+        stored[ENCODER_PREFIX + key] = value.astype(np.float16) if np.issubdtype(value.dtype, np.floating) else value
+    stored[SAMPLE_FEATURES] = np.asarray(sample_features, dtype=np.float32)
+    return stored
+
+
+def _split_encoder(arrays: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """(the run's figure arrays, its encoder's arrays)."""
+    encoder = {k: v for k, v in arrays.items() if k.startswith(ENCODER_PREFIX) or k == SAMPLE_FEATURES}
+    return {k: v for k, v in arrays.items() if k not in encoder}, encoder
+
+
+def load_encoder(name: str, folder: Path | None = None, *, with_features: bool = False):
+    """The trained encoder (backbone) of bank entry ``name``, in ``eval()`` mode, float32, on the
+    CPU: a ``SmallConvNet`` that maps normalised (N, 3, 32, 32) images to features, its BatchNorm
+    statistics as its evaluation re-estimated them. ``with_features``: also return the features
+    of the shipped sample images that the run's evaluation computed (float32), for comparison.
+
+    Only the entries the notebooks show (seed 0) keep their encoder."""
+    from .models import SmallConvNet
+
+    folder = folder or bank_dir()
+    if not stores_arrays(name):
+        raise ValueError(f"{name!r} is a replica of another seed and keeps no encoder; load {replica_of(name)[0]!r}")
+    metrics = json.loads((folder / f"{name}.json").read_text())
+    with np.load(io.BytesIO((folder / _arrays_file(name, metrics)).read_bytes())) as arrays:
+        _, stored = _split_encoder(dict(arrays))
+    if not stored:
+        raise ValueError(f"the bank's entry {name!r} holds no encoder weights; rebuild it: {REBUILD} --only {name}")
+    config = metrics["config"]
+    encoder = SmallConvNet(config["width"], config.get("stem_stride", 1))
+    state = {
+        k[len(ENCODER_PREFIX) :]: torch.from_numpy(v.astype(np.float32) if v.dtype == np.float16 else v)
+        for k, v in stored.items()
+        if k.startswith(ENCODER_PREFIX)
+    }
+    encoder.load_state_dict(state)
+    encoder.eval()
+    if with_features:
+        return encoder, stored[SAMPLE_FEATURES]
+    return encoder
+
+
+def save_entry(name: str, run: TrainResult, folder: Path | None = None, encoder: dict | None = None) -> None:
     """Write one entry and record it in the index: its arrays under a new name (their digest),
     then its json naming them, each atomically; then remove the entry's older arrays. A reader
-    sees the old entry or the new one, never the old json with the new arrays."""
+    sees the old entry or the new one, never the old json with the new arrays. ``encoder``:
+    ``encoder_arrays(...)`` of the trained encoder, stored with the arrays."""
     folder = folder or bank_dir()
     folder.mkdir(parents=True, exist_ok=True)
     config = TrainConfig(**run.config)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **_compact(run.arrays))
-    raw = buffer.getvalue()
-    arrays_file = f"{name}-{_arrays_digest(raw)}.npz"
+    arrays_file = None  # a replica of another seed keeps its metrics and history only
+    if stores_arrays(name):
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **_compact(run.arrays), **(encoder or {}))
+        raw = buffer.getvalue()
+        arrays_file = f"{name}-{_arrays_digest(raw)}.npz"
+        _write_atomically(folder, arrays_file, raw)
     metrics = {"key": run_key(config, portable=True), "arrays": arrays_file, **run.metrics}
-    _write_atomically(folder, arrays_file, raw)
     _write_atomically(folder, f"{name}.json", json.dumps(metrics, indent=1).encode())
     # another writer of the same entry may have published its json since: keep what that names
     keep = {arrays_file, _arrays_file(name, json.loads((folder / f"{name}.json").read_text()))}
@@ -306,8 +410,12 @@ def check(folder: Path | None = None) -> list[str]:
             problems.append(f"{name}: its configuration differs from the current one in {', '.join(changed)}; {fix}")
         elif stored != run_key(expected, portable=True) or index[name]["key"] != stored:
             problems.append(f"{name}: its key is not the one the current code computes for its configuration; {fix}")
-        elif disagreements := arrays_disagreements(run):
-            problems.append(f"{name}: its arrays do not match its history: {'; '.join(disagreements)}; {fix}")
+        elif not stores_arrays(name):
+            if arrays_file is not None:
+                problems.append(f"{name}: a replica of another seed should keep no arrays; {fix}")
+        elif arrays_file is None or (disagreements := arrays_disagreements(run)):
+            what = "it has no arrays" if arrays_file is None else f"its arrays do not match its history: {'; '.join(disagreements)}"
+            problems.append(f"{name}: {what}; {fix}")
         elif arrays_file == f"{name}.npz":
             problems.append(f"{name}: its arrays' file is not named by their digest (an older layout); {fix}")
     for name in sorted(set(index) - set(bank_runs())):
@@ -375,10 +483,15 @@ def size_bytes(folder: Path | None = None) -> int:
 __all__ = [
     "BankDataWarning",
     "arrays_disagreements",
+    "SEEDS",
     "bank_runs",
+    "shown_runs",
+    "seed_names",
+    "load_seeds",
     "bank_config",
     "lookup",
     "load_entry",
+    "load_encoder",
     "save_entry",
     "check",
     "term_combinations",

@@ -29,6 +29,8 @@ from .evaluation import (
     _evaluation_sets,
     _final_evaluation,
     check_not_diverged,
+    embed,
+    recalibrated,
 )
 from .losses import loss_spec
 from .losses._module import DecorrelationLoss
@@ -273,7 +275,7 @@ def _model(config: TrainConfig, device: torch.device, world: int):
     """The model in its memory format, what the training step calls (the model, or its DDP
     wrapper), and the function that lays out its input images."""
     torch.manual_seed(config.seed)
-    model, as_input = prepare_model(build_model(config.encoder, config.dim, config.hidden_dim, config.width).to(device))
+    model, as_input = prepare_model(build_model(config.encoder, config.dim, config.hidden_dim, config.width, config.stem_stride).to(device))
     if world == 1:
         return model, model, as_input
     # Every process starts from the same weights (same seed) and DDP keeps them equal. The loss is
@@ -391,8 +393,29 @@ def build_bank(
     seconds = {}
     for name in names:
         started = time.perf_counter()
-        run = train_ssl(bank.bank_config(name), cache=False, use_bank=False, progress=progress)
-        bank.save_entry(name, run, folder)
+        config = bank.bank_config(name)
+        run = train_ssl(config, cache=False, use_bank=False, progress=progress)
+        encoder = _evaluated_encoder(config, run) if bank.stores_arrays(name) else None
+        bank.save_entry(name, run, folder, encoder=encoder)
         seconds[name] = time.perf_counter() - started
         print(f"{name:44s} {seconds[name]:5.1f} s  kNN {run.final['knn_top1']:.3f}  {run.final['verdict']}", flush=True)
     return seconds
+
+
+def _evaluated_encoder(config: TrainConfig, run: TrainResult) -> dict:
+    """The trained encoder as the run's evaluation measured it (BatchNorm re-estimated on the
+    same images, the same precision), and its features of the shipped sample images."""
+    from .data.samples import SAMPLES_FILE
+
+    device = torch.device(resolve_device(config.device))
+    precision = run.final["precision"]
+    model = build_model(config.encoder, config.dim, config.hidden_dim, config.width, config.stem_stride)
+    model.load_state_dict(run.state_dict)
+    train = load_cifar10("train", config.data_root, subset=config.train_subset, seed=config.seed, progress=False)
+    test = load_cifar10("test", config.data_root, progress=False)
+    sets = _evaluation_sets(config, train, test, TwoViews().to(device), device)
+    model = recalibrated(model.to(device), sets.calibration, device, precision=precision)
+    with np.load(SAMPLES_FILE) as shipped:  # the shipped images, so that a test without data can compare
+        images = torch.from_numpy(shipped["images"])
+    features, _ = embed(model, images, device, precision=precision)
+    return bank.encoder_arrays(model.encoder.state_dict(), features.float().cpu().numpy())

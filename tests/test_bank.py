@@ -411,3 +411,66 @@ def test_a_run_served_to_someone_with_the_same_data_says_nothing(tiny_cifar, mon
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert bank.lookup(config, PACKAGE_BANK) is not None
+
+
+# --------------------------------------------------------------------------- seeds and encoders
+
+
+def test_every_setting_the_notebooks_show_is_in_the_bank_with_every_seed():
+    for name in bank.shown_runs():
+        runs_ = bank.load_seeds(name, PACKAGE_BANK)
+        assert [r.config["seed"] for r in runs_] == list(bank.SEEDS), name
+        settings = [{k: v for k, v in r.config.items() if k != "seed"} for r in runs_]
+        assert all(s == settings[0] for s in settings), name  # the same setting, only the seed differs
+        assert runs_[0].arrays and not any(r.arrays for r in runs_[1:]), name  # arrays for the seed shown only
+
+
+def test_another_seed_s_entry_is_evidence_never_served_as_a_run(bank_copy):
+    """A replica holds no arrays: served for a run with that seed, it would draw nothing."""
+    config = bank.bank_config("vicreg-seed1")
+    assert config.seed == 1 and bank.lookup(config, bank_copy) is None
+    assert bank.lookup(bank.bank_config("vicreg"), bank_copy) is not None
+    # a replica that somehow holds arrays is flagged
+    metrics = json.loads((bank_copy / "vicreg-seed1.json").read_text())
+    metrics["arrays"] = json.loads((bank_copy / "vicreg.json").read_text())["arrays"]
+    (bank_copy / "vicreg-seed1.json").write_text(json.dumps(metrics))
+    assert [line.split(":")[0] for line in bank.check(bank_copy)] == ["vicreg-seed1"]
+
+
+def test_replica_names_and_their_errors():
+    assert bank.replica_of("vicreg-fft-b=d-seed2") == ("vicreg-fft-b=d", 2)
+    assert bank.replica_of("vicreg") == ("vicreg", 0)
+    assert bank.seed_names("barlow") == ["barlow", "barlow-seed1", "barlow-seed2"]
+    with pytest.raises(KeyError, match="not a setting the notebooks show"):
+        bank.seed_names("barlow-seed1")
+    with pytest.raises(ValueError, match="keeps no encoder"):
+        bank.load_encoder("barlow-seed1", PACKAGE_BANK)
+
+
+@pytest.mark.parametrize("name", ["untrained", "vicreg", "vicreg-without-variance", "barlow"])
+def test_a_shipped_encoder_reproduces_its_features_of_the_sample_images(name):
+    """The encoder is stored in float16: it must give the features its run's evaluation computed
+    (in that run's precision) to within half precision's rounding."""
+    import torch
+
+    from decorr_lite.augment import normalize
+    from decorr_lite.data.samples import SAMPLES_FILE
+
+    encoder, stored = bank.load_encoder(name, PACKAGE_BANK, with_features=True)
+    assert not encoder.training and next(encoder.parameters()).dtype == torch.float32
+    with np.load(SAMPLES_FILE) as shipped:
+        images = torch.from_numpy(shipped["images"])
+    with torch.inference_mode():
+        features = encoder(normalize(images)).numpy()
+    assert features.shape == stored.shape == (len(images), encoder.out_dim)
+    scale = np.abs(stored).max()
+    assert np.abs(features - stored).max() <= 0.03 * scale, (name, np.abs(features - stored).max(), scale)
+    # and they are not all alike: the check compares something
+    assert np.abs(stored - stored.mean(axis=0)).max() > 0.1 * scale
+
+
+def test_an_entry_rebuilt_without_its_encoder_says_so(bank_copy):
+    run = bank.load_entry("barlow", bank_copy)
+    bank.save_entry("barlow", run, bank_copy)  # no encoder given
+    with pytest.raises(ValueError, match="holds no encoder weights.*--only barlow"):
+        bank.load_encoder("barlow", bank_copy)
