@@ -2,6 +2,7 @@
 
 Every measurement runs on fixed sets drawn once per seed (``evaluation_sets``), after BatchNorm's
 statistics are re-estimated on the same images (``recalibrated``), and in float64.
+``view_retrieval`` probes a trained encoder on a few images (the shipped samples will do).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from . import diagnostics
@@ -184,3 +186,35 @@ def _final_evaluation(model, config, device, bank, queries, calibration, precisi
         "bank_size": int(bank_x.shape[0]),
         "query_size": int(query_x.shape[0]),
     }
+
+
+@torch.inference_mode()
+def view_retrieval(encoder, images: torch.Tensor, *, draws: int = 50, seed: int = 0) -> dict:
+    """How often an encoder recognises an image from another view of it: for each of ``draws``
+    draws of two augmented views of ``images`` (uint8, (N, 3, 32, 32)), the share of view-1
+    features whose most cosine-similar view-2 feature is the same image's (chance: 1 / N).
+    This is what the invariance term trains for, and it needs no labels and few images.
+
+    Returns ``{"accuracy": mean over draws, "per_draw": array, "similarity": the N x N cosine
+    similarities of the first draw (row i: view 1 of image i against view 2 of every image)}``.
+    ``encoder`` maps normalised images to features (``bank.load_encoder`` or ``model.encoder``)."""
+    from .augment import TwoViews
+
+    if images.dim() != 4 or images.shape[0] < 2:
+        raise ValueError(f"images must be (N, 3, H, W) with N >= 2, got {tuple(images.shape)}")
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    was_training = encoder.training
+    encoder.eval()
+    views = TwoViews()
+    per_draw, first = [], None
+    for draw in range(draws):
+        v1, v2 = views(images, seed=seed + draw)
+        f1 = torch.nn.functional.normalize(encoder(v1).double(), dim=1)
+        f2 = torch.nn.functional.normalize(encoder(v2).double(), dim=1)
+        similarity = f1 @ f2.T
+        per_draw.append(float((similarity.argmax(dim=1) == torch.arange(len(images))).double().mean()))
+        if first is None:
+            first = similarity.numpy()
+    encoder.train(was_training)
+    return {"accuracy": float(np.mean(per_draw)), "per_draw": np.array(per_draw), "similarity": first}

@@ -252,6 +252,17 @@ def history_band(ax, runs, key: str, *, label: str | None = None, **kwargs):
     return ax
 
 
+def similarity_matrix(ax, similarity, *, title: str | None = None):
+    """An N x N cosine-similarity matrix (rows: view 1 of each image, columns: view 2), on one
+    colour scale from -1 to 1; the diagonal holds each image's two views."""
+    similarity = _np(similarity)
+    ax.imshow(similarity, cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set(xlabel="view 2 of image", ylabel="view 1 of image", xticks=[], yticks=[])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
 def std_histogram(ax, std, *, margin: float = 1.0, label: str | None = None, bins=None):
     """Histogram of the per-dimension std on a log axis, with the variance margin drawn."""
     values = np.maximum(_np(std), 1e-6)

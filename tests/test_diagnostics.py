@@ -218,7 +218,7 @@ def test_nan_is_rejected():
 @pytest.mark.parametrize("scale", [1e160, 1e300, 1e-170, 1e-300], ids=lambda s: f"{s:g}")
 def test_collapse_report_at_any_finite_magnitude(scale):
     """float64 embeddings near 1e160: their variances (1e320) overflow float64. The report used to
-    give a NaN leading share, and NaN compares False with every threshold: "healthy" for a cloud
+    give a NaN leading share, and NaN compares False with every threshold: "no collapse" for a cloud
     whose leading direction holds 60 % of the variance. Near 1e-170 the squares underflowed and
     the share read 1 (a point). Now every measurement equals the float64 formula's of the same
     cloud at scale 1, the stds in the cloud's own units."""
@@ -330,7 +330,7 @@ def test_no_small_difference_turns_a_verdict_into_its_opposite(threshold):
         clear = dg.verdict(1.0, dg.DIMENSIONAL_ABOVE / dg.BAND * (1 - eps), max_rank=1024)
         assert just_below == "dimensional collapse"
     assert just_above == "borderline" and clear == "no collapse"
-    assert dg.verdict(0.5, 0.5, band=1.0) == "dimensional collapse" and dg.verdict(0.5, 0.3, band=1.0) == "no collapse"
+    assert dg.verdict(0.5, 0.6, band=1.0) == "dimensional collapse" and dg.verdict(0.5, 0.3, band=1.0) == "no collapse"
 
 
 def test_the_spread_is_judged_against_the_reference_the_same_for_every_scale():
@@ -358,3 +358,38 @@ def test_a_run_s_verdicts_are_judged_against_its_first_point():
     judged = dg.judge_history(history, dim=64)
     assert [p["verdict"] for p in judged] == ["no collapse", "complete collapse", "borderline"]
     assert history[1]["verdict"] == "healthy"  # the input is left as it was
+
+
+# --------------------------------------------------------------------------- probing an encoder
+
+
+def test_view_retrieval_is_chance_for_a_blind_encoder_and_counts_against_a_reference():
+    from decorr_lite.evaluation import view_retrieval
+
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+    class Blind(torch.nn.Module):  # the same features for every image: the first column always wins
+        def forward(self, x):
+            return torch.ones(x.shape[0], 4)
+
+    blind = view_retrieval(Blind(), images, draws=3)
+    assert blind["accuracy"] == pytest.approx(1 / 8) and blind["similarity"].shape == (8, 8)
+
+    class MeanColour(torch.nn.Module):  # a crude encoder: per-channel means and spreads
+        def forward(self, x):
+            return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
+
+    encoder = MeanColour()
+    first, again = view_retrieval(encoder, images, draws=4, seed=3), view_retrieval(encoder, images, draws=4, seed=3)
+    np.testing.assert_array_equal(first["per_draw"], again["per_draw"])  # seeded: the same views
+    # the reference: view 1 of image i is matched to the most similar view 2, by hand
+    from decorr_lite.augment import TwoViews
+
+    v1, v2 = TwoViews()(images, seed=3)
+    f1, f2 = (torch.nn.functional.normalize(encoder(v).double(), dim=1) for v in (v1, v2))
+    expected = float(((f1 @ f2.T).argmax(dim=1) == torch.arange(8)).double().mean())
+    assert first["per_draw"][0] == expected
+    with pytest.raises(ValueError, match="N >= 2"):
+        view_retrieval(encoder, images[:1])
+    with pytest.raises(ValueError, match="draws"):
+        view_retrieval(encoder, images, draws=0)

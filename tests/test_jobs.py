@@ -64,7 +64,7 @@ class FakeTraining:
         self.clock.now += 1.0
         if self.fail is not None:
             raise self.fail
-        final = {"steps": total, "knn_top1": 0.5, "effective_rank": 3.0, "verdict": "healthy"}
+        final = {"steps": total, "knn_top1": 0.5, "effective_rank": 3.0, "verdict": "no collapse"}
         return TrainResult(config.as_dict(), [{"step": 0}, {"step": total}], final, {})
 
 

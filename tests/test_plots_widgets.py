@@ -68,7 +68,7 @@ def test_std_bars_draw_the_margin():
 def test_toy_panel_retrains_when_a_term_is_switched_off():
     panel = widgets.toy_panel("vicreg")
     first = panel.result
-    assert panel.updates == 1 and first.report.verdict == "healthy"
+    assert panel.updates == 1 and first.report.verdict == "no collapse"
     panel.checkboxes["std_coeff"].value = False
     assert panel.updates == 2 and panel.weights()["std_coeff"] == 0.0
     assert panel.result.report.verdict == "complete collapse"
@@ -99,7 +99,7 @@ def test_block_size_panel_updates_counts_and_cost():
 def test_toy_lessons():
     data = toy.toy_data(seed=0)
     full = toy.train_toy(data)
-    assert full.report.verdict == "healthy" and full.report.effective_rank > 7
+    assert full.report.verdict == "no collapse" and full.report.effective_rank > 7
     assert toy.train_toy(data, std_coeff=0.0).report.verdict == "complete collapse"
     assert toy.train_toy(data, cov_coeff=0.0).report.effective_rank < 0.75 * full.report.effective_rank
     with pytest.raises(ValueError, match="loss"):
@@ -392,11 +392,19 @@ def test_terms_figure_draws_each_term_of_each_run_dashed_when_off(tiny_runs):
     np.testing.assert_allclose(lines["full"].get_ydata(), tiny_runs["full"].series("covariance"))
 
 
-def test_collapse_map_puts_each_run_at_its_final_std_and_leading_share(tiny_runs):
+def test_collapse_map_puts_each_run_at_its_relative_spread_and_leading_share(tiny_runs):
+    from decorr_lite import diagnostics
+
     fig, axes = plots.new_axes(1)
     plots.collapse_map(axes[0], tiny_runs)
     points = np.concatenate([c.get_offsets() for c in axes[0].collections])
-    expected = [[r.final["median_std"], r.final["leading_share"]] for r in tiny_runs.values()]
+    expected = [
+        [r.final["median_std"] / r.history[0]["median_std"], r.final["leading_share"]] for r in tiny_runs.values()
+    ]
     np.testing.assert_allclose(points, expected)
-    assert any(np.allclose(line.get_ydata(), 0.3) for line in axes[0].lines)
-    assert any(np.allclose(line.get_xdata(), 0.05) for line in axes[0].lines)
+    assert any(np.allclose(line.get_ydata(), diagnostics.DIMENSIONAL_ABOVE) for line in axes[0].lines)
+    assert any(np.allclose(line.get_xdata(), diagnostics.COMPLETE_BELOW) for line in axes[0].lines)
+    # a setting given with its seeds: one point per seed
+    fig, axes = plots.new_axes(1)
+    plots.collapse_map(axes[0], {"both": list(tiny_runs.values())})
+    assert len(np.concatenate([c.get_offsets() for c in axes[0].collections])) == len(tiny_runs)

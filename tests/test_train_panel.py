@@ -29,7 +29,7 @@ def settings(tmp_path):
 
 
 def fake_run(config: TrainConfig, path=None) -> TrainResult:
-    final = {"steps": 4, "knn_top1": 0.5, "effective_rank": 3.0, "verdict": "healthy"}
+    final = {"steps": 4, "knn_top1": 0.5, "effective_rank": 3.0, "verdict": "no collapse"}
     return TrainResult(config.as_dict(), [{"step": 0}, {"step": 4}], final, {}, path=path)
 
 
