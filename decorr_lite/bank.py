@@ -137,6 +137,16 @@ def seed_names(name: str) -> list[str]:
     return [name] + [f"{name}-seed{seed}" for seed in SEEDS[1:]]
 
 
+def shown_name(config: TrainConfig) -> str | None:
+    """The name of the setting the notebooks show (seed 0) whose configuration is ``config``, or
+    None when the bank does not hold it."""
+    key = run_key(config, portable=True)
+    for name in shown_runs():
+        if run_key(bank_config(name), portable=True) == key:
+            return name
+    return None
+
+
 def load_seeds(name: str, folder: Path | None = None) -> list[TrainResult]:
     """The setting ``name`` as trained with each seed of ``SEEDS`` (the first with its arrays, the
     others with their metrics and history only): the evidence for a comparison across seeds."""
@@ -488,6 +498,7 @@ __all__ = [
     "shown_runs",
     "seed_names",
     "load_seeds",
+    "shown_name",
     "bank_config",
     "lookup",
     "load_entry",

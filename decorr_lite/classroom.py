@@ -41,11 +41,33 @@ def train_runs(runs: dict[str, dict], settings: dict) -> dict[str, TrainResult]:
     return results
 
 
+def seed_runs(runs: dict[str, dict], settings: dict) -> dict[str, list[TrainResult]]:
+    """Each labelled run (as ``train_runs`` takes them) with every seed the run bank trained it
+    with (``bank.SEEDS``; the first is the run the notebooks show): the evidence for comparisons
+    across seeds. Only settings of the bank have seeds: another setting raises, naming it."""
+    from . import bank
+
+    evidence = {}
+    for label, fields in runs.items():
+        name = bank.shown_name(TrainConfig(**{**settings, **fields}))
+        if name is None:
+            raise KeyError(f"{label!r}: the run bank holds no seeds of this setting ({fields}); the bank's are {list(bank.shown_runs())}")
+        evidence[label] = bank.load_seeds(name)
+    return evidence
+
+
 def _origin(run: TrainResult) -> str:
     """Where a run came from, for the line a notebook prints about it."""
     if run.from_bank:
         p = run.final.get("provenance", {})
-        return f" (from the run bank: trained {p.get('date', '')[:10]} on {p.get('data', {}).get('name', 'CIFAR-10')}, {run.final.get('precision', '')})"
+        data = p.get("data", {})
+        # the bank was trained from a re-encoding of the images: a run retrained from the official
+        # archive differs slightly, and the line says so where the run is shown
+        what = {"image-archive": "CIFAR-10 re-encoded as image files", "official-archive": "the official CIFAR-10 archive"}
+        return (
+            f" (from the run bank: trained {p.get('date', '')[:10]} on {what.get(data.get('kind'), 'CIFAR-10')}"
+            f" ({data.get('name', '?')}), {run.final.get('precision', '')})"
+        )
     return " (loaded from the cache)" if run.from_cache else ""
 
 

@@ -6,7 +6,7 @@ result and key), ``runs`` (your run cache, then the run bank, and the ``out`` fo
 gathers their public names, so that ``from decorr_lite.train import train_ssl`` keeps working.
 """
 
-from .classroom import step_cost, summary_table, train_runs
+from .classroom import seed_runs, step_cost, summary_table, train_runs
 from .config import TrainConfig, classroom_settings
 from .evaluation import embed, recalibrated
 from .record import RUN_FORMAT, TrainResult, run_key
@@ -28,6 +28,7 @@ __all__ = [
     "prepare_model",
     "recalibrated",
     "run_key",
+    "seed_runs",
     "step_cost",
     "summary_table",
     "train_runs",
