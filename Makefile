@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test lint bench bank notebooks clean
+.PHONY: lab test lint bench bank notebooks student clean
 
 # Re-install when the dependency list changes. torch is installed first and pinned:
 # an unpinned torch would pull the newest CUDA build (several GB) on machines without a GPU.
@@ -47,6 +47,10 @@ notebooks: $(STAMP)
 	env -u DECORR_DATA DECORR_CACHE="$$(mktemp -d)" DECORR_QUICK=0 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=1800 $(NOTEBOOKS)
 	$(BIN)/python -c "import sys, nbformat; [nbformat.write((lambda nb: (nb.metadata.pop('widgets', None), nb)[1])(nbformat.read(p, 4)), p) for p in sys.argv[1:]]" $(NOTEBOOKS)
+
+# The student edition: the notebooks without their solutions, in student/ (replaced whole)
+student: $(STAMP)
+	$(BIN)/python tools/student_edition.py --out student
 
 clean:
 	rm -rf $(VENV) .pytest_cache
