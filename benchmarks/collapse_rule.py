@@ -1,41 +1,29 @@
-"""Which rule tells collapsed runs from healthy ones at d = 8 and at d = 1024 alike?
+"""How far is every run from the collapse verdict's thresholds, over its seeds?
 
     .venv/bin/python benchmarks/collapse_rule.py [--out benchmarks/results/collapse_rule.json]
 
-Reads every run of the shipped run bank (CIFAR-10, d = 1024, measured on 5,000 test images) and
-trains the toy runs of notebook 01 (d = 8, in seconds), and prints, for each, the two candidate
-measures of dimensional collapse: the effective rank as a fraction of min(n, d), and the share of
-the variance along the leading principal direction. "expected" is what the notebooks teach about
-the run. No data is needed. Writes JSON.
+Reads every setting of the shipped run bank with each of its seeds (CIFAR-10, d = 1024,
+measured on 5,000 test images) and trains the toy runs of notebook 01 (d = 8, in seconds), and
+prints, for each: the spread (final median std over the untrained encoder's), the leading
+share, the verdict of each seed, and the factor by which the closest seed stays away from the
+nearest threshold of ``diagnostics.verdict`` (complete collapse below 0.1, borderline from 0.1
+to 0.2 of the spread; borderline from 0.25 to 0.5 of the share, dimensional collapse above).
+A verdict that flips between seeds shows as several verdicts. No data is needed. Writes JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
-
-import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from decorr_lite import bank, diagnostics, toy  # noqa: E402
 
-# What the notebooks teach about each run (complete collapse is decided by the std first).
-EXPECTED_COLLAPSED = {
-    "vicreg-without-covariance",
-    "vicreg-without-invariance+covariance",
-    "barlow-without-off-diagonal",
-    "barlow-without-on-diagonal",
-    "vicreg-fft-b=d-not-permuted",
-    "vicreg-fft-b=128-not-permuted",
-    "vicreg-fft-b=d-q=2",
-    "toy: covariance off",
-    "toy: Barlow Twins, off-diagonal off",
-}
 TOY_RUNS = {
     "toy: all terms": {},
     "toy: variance off": {"std_coeff": 0.0},
@@ -47,20 +35,30 @@ TOY_RUNS = {
 }
 
 
+def thresholds() -> dict[str, list[float]]:
+    low, high, band = diagnostics.COMPLETE_BELOW, diagnostics.DIMENSIONAL_ABOVE, diagnostics.BAND
+    return {"spread": [low, low * band], "share": [high / band, high]}
+
+
+def distance(value: float, lines: list[float]) -> float:
+    """The factor between ``value`` and the nearest of ``lines`` (1.0: on a line)."""
+    if value <= 0:
+        return math.inf
+    return min(max(value / line, line / value) for line in lines)
+
+
 def rows() -> list[dict]:
+    lines = thresholds()
     out = []
-    for name in bank.bank_runs():
-        run = bank.load_entry(name)
-        spectrum = torch.as_tensor(run.arrays["spectrum"][-1], dtype=torch.float64)
-        d, n = run.config["dim"], run.final["query_size"]
+    for name in bank.shown_runs():
+        seeds = bank.load_seeds(name)
         out.append(
             {
                 "run": name,
-                "d": d,
-                "rank_fraction": run.final["effective_rank"] / min(n, d),
-                "leading_share": diagnostics.leading_share(None, spectrum=spectrum),
-                "median_std": run.final["median_std"],
-                "verdict": run.final["verdict"],
+                "d": seeds[0].config["dim"],
+                "spread": [r.final["median_std"] / r.history[0]["median_std"] for r in seeds],
+                "share": [r.final["leading_share"] for r in seeds],
+                "verdicts": [r.final["verdict"] for r in seeds],
             }
         )
     data = toy.toy_data(seed=0)
@@ -70,19 +68,19 @@ def rows() -> list[dict]:
             {
                 "run": name,
                 "d": 8,
-                "rank_fraction": report.rank_fraction,
-                "leading_share": report.leading_share,
-                "median_std": report.median_std,
-                "verdict": report.verdict,
+                "spread": [report.median_std / report.reference_std],
+                "share": [report.leading_share],
+                "verdicts": [report.verdict],
             }
         )
     for row in out:
-        if row["median_std"] < 0.05:
-            row["expected"] = "complete"
-        elif row["run"] == "toy: untrained (all terms off)":
-            row["expected"] = "untrained"  # a random 8 x 16 projection: not a lesson of the notebooks
-        else:
-            row["expected"] = "collapsed" if row["run"] in EXPECTED_COLLAPSED else "healthy"
+        # the share does not matter once the spread says complete collapse, nor the spread's far side
+        row["margin"] = min(
+            min(distance(s, lines["spread"]) for s in row["spread"]),
+            min(distance(s, lines["share"]) for s, c in zip(row["share"], row["spread"]) if c >= lines["spread"][0])
+            if any(c >= lines["spread"][0] for c in row["spread"])
+            else math.inf,
+        )
     return out
 
 
@@ -91,26 +89,22 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "collapse_rule.json"))
     args = parser.parse_args()
     table = rows()
-    print(
-        f"{'run':42s} {'d':>5s} {'rank / d':>9s} {'leading share':>13s} {'median std':>10s}  {'expected':10s} verdict"
-    )
-    for r in sorted(table, key=lambda r: (r["expected"], r["leading_share"])):
-        print(
-            f"{r['run']:42s} {r['d']:5d} {r['rank_fraction']:9.1%} {r['leading_share']:13.3f} "
-            f"{r['median_std']:10.3g}  {r['expected']:10s} {r['verdict']}"
-        )
-    for measure in ("rank_fraction", "leading_share"):
-        healthy = [r[measure] for r in table if r["expected"] == "healthy"]
-        collapsed = [r[measure] for r in table if r["expected"] == "collapsed"]
-        print(
-            f"{measure}: healthy runs {min(healthy):.3f}..{max(healthy):.3f}, "
-            f"dimensionally collapsed runs {min(collapsed):.3f}..{max(collapsed):.3f}"
-        )
+    print(f"thresholds: {thresholds()}")
+    print(f"{'run':42s} {'d':>5s} {'spread / untrained':>22s} {'leading share':>15s} {'margin':>7s}  verdicts")
+    for r in sorted(table, key=lambda r: max(r["share"])):
+        spread = f"{min(r['spread']):.3g}-{max(r['spread']):.3g}"
+        share = f"{min(r['share']):.3f}-{max(r['share']):.3f}"
+        said = sorted(set(r["verdicts"]))
+        verdicts = f"{said[0]} x{len(r['verdicts'])}" if len(said) == 1 else ", ".join(r["verdicts"])
+        print(f"{r['run']:42s} {r['d']:5d} {spread:>22s} {share:>15s} {r['margin']:7.2f}  {verdicts}")
+    split = [r["run"] for r in table if len(set(r["verdicts"])) > 1]
+    close = [r["run"] for r in table if r["margin"] < 1.15]
+    print(f"settings whose seeds disagree: {split or 'none'}")
+    print(f"settings within 15 % of a threshold: {close or 'none'}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(table, indent=1))
+    Path(args.out).write_text(json.dumps(table, indent=1, default=str))
     print("wrote", args.out)
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()
