@@ -117,7 +117,7 @@ def _std(z: torch.Tensor) -> torch.Tensor:
 
 VERDICTS = ("complete collapse", "dimensional collapse", "borderline", "no collapse")
 COMPLETE_BELOW = 0.1  # the spread: median std below this fraction of the reference
-DIMENSIONAL_ABOVE = 0.4  # the spectrum: leading direction's share of the variance above this
+DIMENSIONAL_ABOVE = 0.5  # the spectrum: more than half of the variance along the leading direction
 BAND = 2.0  # within this factor of a threshold, on the side that is not collapsed: borderline
 
 
@@ -136,7 +136,7 @@ def verdict(
     - "complete collapse": ``median_std < complete_below * reference_std``, the spread has shrunk
       to a tenth of the reference's or less;
     - "dimensional collapse": ``leading_share > dimensional_above``, one direction holds more than
-      40 % of the variance;
+      half of the variance;
     - "borderline": neither, but within a factor ``band`` of a threshold (a spread below
       ``band * complete_below`` of the reference, or a share above ``dimensional_above / band``):
       too close to call, so that no small difference between two runs (or seeds) flips one
