@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test lint bench bank notebooks student clean
+.PHONY: lab test lint bench bank notebooks student site clean
 
 # Re-install when the dependency list changes. torch is installed first and pinned:
 # an unpinned torch would pull the newest CUDA build (several GB) on machines without a GPU.
@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps "cffconvert==2.0.0" "pykwalify>=1.8" "docopt>=0.6" "ruamel.yaml>=0.17"
 	touch $(STAMP)
 
 # JupyterLab refuses to start as root (containers, cloud shells) unless told it may.
@@ -47,6 +48,13 @@ notebooks: $(STAMP)
 	env -u DECORR_DATA DECORR_CACHE="$$(mktemp -d)" DECORR_QUICK=0 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=1800 $(NOTEBOOKS)
 	$(BIN)/python -c "import sys, nbformat; [nbformat.write((lambda nb: (nb.metadata.pop('widgets', None), nb)[1])(nbformat.read(p, 4)), p) for p in sys.argv[1:]]" $(NOTEBOOKS)
+
+# The course website in build/site (open build/site/site/index.html, or serve the folder):
+# the committed, executed notebooks (not re-executed), docs/, the instructor's guide and the API
+# reference; warnings are errors. Needs no network beyond the package registry (MathJax is local).
+site: $(STAMP)
+	rm -rf build/site
+	$(BIN)/sphinx-build -W --keep-going -q -b html -c site . build/site
 
 # The student edition: the notebooks without their solutions, in student/ (replaced whole)
 student: $(STAMP)

@@ -109,7 +109,7 @@ def same_limits(axes) -> None:
 
 
 def encoder_weights(ax, weight, clean: int, *, title: str = "", vmax: float | None = None):
-    """|W| of a linear encoder (d, inputs) as a heatmap, with the content inputs (the first
+    """``|W|`` of a linear encoder (d, inputs) as a heatmap, with the content inputs (the first
     ``clean``) separated from the nuisance ones by a line."""
     w = np.abs(_np(weight))
     image = ax.imshow(w, cmap="Greys", vmin=0, vmax=vmax or float(w.max()), aspect="auto", interpolation="nearest")

@@ -72,7 +72,7 @@ def barlow_twins_loss(
             n < d (exponent must be 2). ``"fft"`` is the relaxation: O(n*d*log b + n*d*g) time,
             O(n*d + g^2*b) memory, g = ceil(d / b).
         block_size: b in [1, d] for ``"fft"``; None means b = d (fully relaxed).
-        exponent: q >= 1 in |.|^q for the off-diagonal term (2 in Barlow Twins).
+        exponent: q >= 1 in ``|.|^q`` for the off-diagonal term (2 in Barlow Twins).
         permutation: a permutation of range(d) applied to the features of both views before
             blocking (``"fft"`` only; the exact value does not depend on it).
         check_finite: reject NaN/Inf (a full pass over the data; training loops may skip it).

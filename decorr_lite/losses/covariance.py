@@ -97,7 +97,7 @@ def covariance_loss(
             ``"fft"`` is the relaxation of Shigeto et al. (CVPR 2023): O(n*d*log b + n*d*g)
             time, O(n*d + g^2*b) memory, with g = ceil(d / b).
         block_size: b in [1, d] for ``"fft"``; None means b = d (fully relaxed).
-        exponent: q >= 1 in |.|^q (2 in VICReg; the relaxation also uses 1).
+        exponent: q >= 1 in ``|.|^q`` (2 in VICReg; the relaxation also uses 1).
         permutation: a permutation of range(d) applied to the features before blocking
             (``"fft"`` only; the exact value does not depend on it). Draw a fresh one per step.
         check_finite: reject NaN/Inf in z (a full pass over the data; training loops may skip

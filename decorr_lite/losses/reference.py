@@ -26,7 +26,7 @@ def wrapped_diagonal_sums(a: torch.Tensor, b: torch.Tensor, block_size: int) -> 
 
 
 def _penalised(t: torch.Tensor, exponent: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """|t|^q summed per pair of blocks (g, g), with shift 0 of the diagonal blocks (the matrix's
+    """``|t|^q`` summed per pair of blocks (g, g), with shift 0 of the diagonal blocks (the matrix's
     own diagonal) left out."""
     g = t.shape[0]
     keep = torch.ones_like(t)
@@ -39,7 +39,7 @@ def relaxed_covariance(
 ) -> torch.Tensor:
     """VICReg's relaxed covariance term of one view (n, d), normalised as the authors' code:
     t = s / ((n - 1) * size) (size: b, or the true size of a padded last block), then the mean over
-    diagonal blocks plus twice the mean over pairs u < v of sum_k |t|^q."""
+    diagonal blocks plus twice the mean over pairs u < v of ``sum_k |t|^q``."""
     n, d = z.shape
     b = block_size or d
     z = z - z.mean(dim=0)
@@ -61,7 +61,7 @@ def relaxed_barlow_twins_off_diagonal(
     permutation: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Barlow Twins' relaxed off-diagonal term: the views standardised per feature (biased
-    variance, eps 1e-5, as BatchNorm), t = s / n, and sum |t|^q over every penalised sum."""
+    variance, eps 1e-5, as BatchNorm), t = s / n, and sum ``|t|^q`` over every penalised sum."""
     n, d = z1.shape
     a, b = ((z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, unbiased=False) + 1e-5) for z in (z1, z2))
     if permutation is not None:

@@ -47,7 +47,7 @@ def barlow_twins_block_scale(n: int, d: int, block_size: int, like: torch.Tensor
 
 
 def block_power_sums(sums: torch.Tensor, exponent: float, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sums over shifts of |t|^q, t = scale * s, for the wrapped-diagonal sums s (g, g, b) and
+    """Sums over shifts of ``|t|^q``, t = scale * s, for the wrapped-diagonal sums s (g, g, b) and
     the (g, g) normalisation of each pair of blocks.
 
     Returns ``pairs`` (g, g), every shift of each pair of blocks, and ``diagonal`` (g,), the shifts
