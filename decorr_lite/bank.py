@@ -258,7 +258,9 @@ def _load_with_key(name: str, folder: Path) -> tuple[TrainResult, str, str | Non
     for attempt in range(2):
         metrics = json.loads((folder / f"{name}.json").read_text())
         if metrics.get("arrays", "") is None:  # a replica of another seed: metrics and history only
-            run = TrainResult(metrics["config"], metrics["history"], metrics["final"], {}, from_cache=True, from_bank=True)
+            run = TrainResult(
+                metrics["config"], metrics["history"], metrics["final"], {}, from_cache=True, from_bank=True
+            )
             return run, metrics["key"], None
         file = _arrays_file(name, metrics)
         try:
@@ -424,7 +426,11 @@ def check(folder: Path | None = None) -> list[str]:
             if arrays_file is not None:
                 problems.append(f"{name}: a replica of another seed should keep no arrays; {fix}")
         elif arrays_file is None or (disagreements := arrays_disagreements(run)):
-            what = "it has no arrays" if arrays_file is None else f"its arrays do not match its history: {'; '.join(disagreements)}"
+            what = (
+                "it has no arrays"
+                if arrays_file is None
+                else f"its arrays do not match its history: {'; '.join(disagreements)}"
+            )
             problems.append(f"{name}: {what}; {fix}")
         elif arrays_file == f"{name}.npz":
             problems.append(f"{name}: its arrays' file is not named by their digest (an older layout); {fix}")

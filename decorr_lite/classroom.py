@@ -51,7 +51,9 @@ def seed_runs(runs: dict[str, dict], settings: dict) -> dict[str, list[TrainResu
     for label, fields in runs.items():
         name = bank.shown_name(TrainConfig(**{**settings, **fields}))
         if name is None:
-            raise KeyError(f"{label!r}: the run bank holds no seeds of this setting ({fields}); the bank's are {list(bank.shown_runs())}")
+            raise KeyError(
+                f"{label!r}: the run bank holds no seeds of this setting ({fields}); the bank's are {list(bank.shown_runs())}"
+            )
         evidence[label] = bank.load_seeds(name)
     return evidence
 
@@ -63,7 +65,10 @@ def _origin(run: TrainResult) -> str:
         data = p.get("data", {})
         # the bank was trained from a re-encoding of the images: a run retrained from the official
         # archive differs slightly, and the line says so where the run is shown
-        what = {"image-archive": "CIFAR-10 re-encoded as image files", "official-archive": "the official CIFAR-10 archive"}
+        what = {
+            "image-archive": "CIFAR-10 re-encoded as image files",
+            "official-archive": "the official CIFAR-10 archive",
+        }
         return (
             f" (from the run bank: trained {p.get('date', '')[:10]} on {what.get(data.get('kind'), 'CIFAR-10')}"
             f" ({data.get('name', '?')}), {run.final.get('precision', '')})"
@@ -106,7 +111,9 @@ def step_cost(config: TrainConfig, steps: int = 4, seed: int = 0) -> dict:
     device = torch.device(resolve_device(config.device))
     precision = resolve_precision(config.precision, device.type)
     torch.manual_seed(seed)
-    model, as_input = prepare_model(build_model(config.encoder, config.dim, config.hidden_dim, config.width, config.stem_stride).to(device))
+    model, as_input = prepare_model(
+        build_model(config.encoder, config.dim, config.hidden_dim, config.width, config.stem_stride).to(device)
+    )
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")

@@ -160,7 +160,9 @@ def verdict(
     if not (isinstance(reference_std, numbers.Real) and math.isfinite(reference_std) and reference_std > 0):
         raise ValueError(f"reference_std must be a finite number > 0, got {reference_std!r}")
     if not (math.isfinite(median_std) and math.isfinite(leading_share)):
-        raise ValueError(f"no verdict follows from a non-finite measurement: median std {median_std}, share {leading_share}")
+        raise ValueError(
+            f"no verdict follows from a non-finite measurement: median std {median_std}, share {leading_share}"
+        )
     few = max_rank is not None and max_rank < 5  # a round cloud's share, 1 / max_rank, is large there
     share_bar = max(dimensional_above, 1.5 / max_rank) if few else dimensional_above
     scale = median_std / reference_std

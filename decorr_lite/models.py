@@ -115,7 +115,9 @@ def build_model(
         backbone = SmallConvNet(width, stem_stride)
     elif encoder == "resnet18":
         if stem_stride != 1:
-            raise ValueError("stem_stride=2 is a setting of the small encoder; the CIFAR ResNet-18 keeps its stride-1 stem")
+            raise ValueError(
+                "stem_stride=2 is a setting of the small encoder; the CIFAR ResNet-18 keeps its stride-1 stem"
+            )
         backbone = ResNet18CIFAR()
     else:
         raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")

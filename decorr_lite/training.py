@@ -275,7 +275,9 @@ def _model(config: TrainConfig, device: torch.device, world: int):
     """The model in its memory format, what the training step calls (the model, or its DDP
     wrapper), and the function that lays out its input images."""
     torch.manual_seed(config.seed)
-    model, as_input = prepare_model(build_model(config.encoder, config.dim, config.hidden_dim, config.width, config.stem_stride).to(device))
+    model, as_input = prepare_model(
+        build_model(config.encoder, config.dim, config.hidden_dim, config.width, config.stem_stride).to(device)
+    )
     if world == 1:
         return model, model, as_input
     # Every process starts from the same weights (same seed) and DDP keeps them equal. The loss is

@@ -39,9 +39,14 @@ def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site")
     result = subprocess.run(
         [sphinx, "-W", "--keep-going", "-q", "-b", "html", "-c", "site", ".", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    assert result.returncode == 0, f"the site's build failed or warned:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    assert result.returncode == 0, (
+        f"the site's build failed or warned:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    )
     return out
 
 
@@ -107,8 +112,14 @@ def _wait_for_mathjax(page) -> None:
     )
 
 
-PAGES = ["site/index.html", "site/api.html", *[f"notebooks/{n}.html" for n in NOTEBOOKS], "docs/glossary.html",
-         "docs/collapse.html", "notebooks/TEACHING.html"]
+PAGES = [
+    "site/index.html",
+    "site/api.html",
+    *[f"notebooks/{n}.html" for n in NOTEBOOKS],
+    "docs/glossary.html",
+    "docs/collapse.html",
+    "notebooks/TEACHING.html",
+]
 
 
 @pytest.mark.slow
@@ -140,7 +151,7 @@ def test_a_page_shows_its_figures_and_formulas_and_its_links_resolve(served, bro
         raw = re.findall(r"(?<![\\\w])\$[^$\n]{1,80}\$|\\\(.{1,80}?\\\)", text)
         assert not raw, f"{page_path}: formulas left as text: {raw[:3]}"
         links = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
-        for link in {l.split("#")[0] for l in links if l.startswith(served)}:
+        for link in {href.split("#")[0] for href in links if href.startswith(served)}:
             with urllib.request.urlopen(link, timeout=10) as reply:
                 assert reply.status == 200, link
         assert not page.outside, f"{page_path} asked the network for {page.outside[:3]}"
@@ -157,8 +168,17 @@ def test_the_api_page_lists_the_losses_and_their_modules(served, browser):
     page = _open(browser, f"{served}/site/api.html")
     try:
         text = page.inner_text("article")
-        for name in ("vicreg_loss", "barlow_twins_loss", "covariance_loss", "VICRegLoss", "BarlowTwinsLoss",
-                     "collapse_report", "load_encoder", "decorr_lite.losses.vicreg", "decorr_lite.losses.covariance"):
+        for name in (
+            "vicreg_loss",
+            "barlow_twins_loss",
+            "covariance_loss",
+            "VICRegLoss",
+            "BarlowTwinsLoss",
+            "collapse_report",
+            "load_encoder",
+            "decorr_lite.losses.vicreg",
+            "decorr_lite.losses.covariance",
+        ):
             assert name in text, name
         _wait_for_mathjax(page)
     finally:
@@ -182,7 +202,9 @@ def test_the_citation_file_is_valid_and_names_this_version():
     cffconvert = shutil.which("cffconvert", path=str(Path(sys.executable).parent)) or shutil.which("cffconvert")
     if cffconvert is None:
         _missing("cffconvert is not installed (make installs it)")
-    result = subprocess.run([cffconvert, "--validate", "-i", str(ROOT / "CITATION.cff")], capture_output=True, text=True)
+    result = subprocess.run(
+        [cffconvert, "--validate", "-i", str(ROOT / "CITATION.cff")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     version = re.search(r"^version: *(\S+)", (ROOT / "CITATION.cff").read_text(), re.M).group(1)
     assert version == decorr_lite.__version__

@@ -64,8 +64,23 @@ def test_the_student_notebooks_run_top_to_bottom_without_data(student, tmp_path)
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("DECORR_DATA",)}
     env.update(DECORR_CACHE=str(tmp_path / "cache"), DECORR_DATA=str(tmp_path / "no-data"))
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
-         "--rootdir", str(student), str(student)],
-        cwd=student, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--nbval-lax",
+            "--nbval-current-env",
+            "--rootdir",
+            str(student),
+            str(student),
+        ],
+        cwd=student,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]

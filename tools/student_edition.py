@@ -75,7 +75,9 @@ def write_edition(source: Path, out: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", default=str(ROOT / "notebooks"), help="the course's notebooks (default: notebooks/)")
+    parser.add_argument(
+        "--source", default=str(ROOT / "notebooks"), help="the course's notebooks (default: notebooks/)"
+    )
     parser.add_argument("--out", default=str(ROOT / "student"), help="the folder to write (default: student/)")
     args = parser.parse_args(argv)
     written = write_edition(Path(args.source), Path(args.out))
