@@ -8,5 +8,5 @@ returns a 0-dim tensor that autograd differentiates.
 from . import losses
 from .losses import *  # noqa: F403  (the losses' public names, listed once in losses/__init__.py)
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["losses", *losses.__all__]

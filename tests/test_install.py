@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from decorr_lite import bank
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -136,9 +138,22 @@ def test_the_wheel_and_sdist_build_and_the_wheel_installs_and_runs(tmp_path):
     assert [s.name for s in sdists] == [f"decorr_lite-{__version__}.tar.gz"], sdists
     names = zipfile.ZipFile(wheels[0]).namelist()
     assert "decorr_lite/bank/index.json" in names and "decorr_lite/data/samples.npz" in names
-    assert sum(n.startswith("decorr_lite/bank/") and n.endswith(".npz") for n in names) == len(
-        json.loads((ROOT / "decorr_lite" / "bank" / "index.json").read_text())["entries"]
+    entries = json.loads((ROOT / "decorr_lite" / "bank" / "index.json").read_text())["entries"]
+    assert sum(n.startswith("decorr_lite/bank/") and n.endswith(".json") for n in names) == len(entries) + 1
+    # arrays (and trained encoders) for the seed the notebooks show; the other seeds: metrics only
+    assert sum(n.startswith("decorr_lite/bank/") and n.endswith(".npz") for n in names) == len(bank.shown_runs())
+    assert (
+        sum(zipfile.ZipFile(wheels[0]).getinfo(n).file_size for n in names if n.startswith("decorr_lite/bank/"))
+        < 15 * 2**20
     )
+    # the sdist holds the course's sources (the website's included) and not the built site
+    import tarfile
+
+    members = [m.split("/", 1)[1] for m in tarfile.open(sdists[0]).getnames() if "/" in m]
+    for path in ("site/conf.py", "site/index.md", "site/api.md", "docs/glossary.md", "notebooks/02_collapse.ipynb",
+                 "tools/student_edition.py", "LICENSE", "LICENSE-CONTENT.md", "CITATION.cff", "CHANGELOG.md"):  # fmt: skip
+        assert path in members, path
+    assert not any(m.startswith(("build/", "student/")) for m in members)
 
     python = _fresh_venv(tmp_path / "venv")
     _pip_install(python, wheels[0])

@@ -22,8 +22,8 @@ def test_committed_notebook(path):
     cells = nb["cells"]
     assert cells[0]["cell_type"] == "markdown" and "Learning objectives" in "".join(cells[0]["source"])
     assert "Recap" in "".join(cells[0]["source"])
-    last = "".join(cells[-1]["source"])
-    assert "Exercises" in "".join("".join(c["source"]) for c in cells[-3:]) and "<details>" in last
+    ending = "".join("".join(c["source"]) for c in cells[-3:])  # the exercises, their hidden solutions, checks
+    assert "Exercises" in ending and "<details>" in ending
     ids = [c.get("id") for c in cells]
     assert all(ids) and len(set(ids)) == len(ids), "every cell needs a stable, unique id (nbformat >= 4.5)"
     code = [c for c in cells if c["cell_type"] == "code"]
