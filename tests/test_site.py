@@ -11,6 +11,7 @@ internal link answered; the API page lists the losses and their modules; the sea
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import re
@@ -80,6 +81,16 @@ def browser():
             yield instance
         finally:
             instance.close()
+
+
+@contextlib.contextmanager
+def _opened(browser, url: str):
+    """A page at ``url`` (closed afterwards) whose requests beyond 127.0.0.1 are blocked and recorded."""
+    page = _open(browser, url)
+    try:
+        yield page
+    finally:
+        page.close()
 
 
 def _open(browser, url: str):
@@ -174,35 +185,19 @@ def test_a_page_shows_its_figures_and_formulas_and_its_links_resolve(served, bro
 
 @pytest.mark.slow
 def test_the_api_page_lists_the_losses_and_their_modules(served, browser):
-    page = _open(browser, f"{served}/site/api.html")
-    try:
+    names = ("vicreg_loss", "barlow_twins_loss", "covariance_loss", "VICRegLoss", "BarlowTwinsLoss", "collapse_report",
+             "load_encoder", "decorr_lite.losses.vicreg", "decorr_lite.losses.covariance")  # fmt: skip
+    with _opened(browser, f"{served}/site/api.html") as page:
         text = page.inner_text("article")
-        for name in (
-            "vicreg_loss",
-            "barlow_twins_loss",
-            "covariance_loss",
-            "VICRegLoss",
-            "BarlowTwinsLoss",
-            "collapse_report",
-            "load_encoder",
-            "decorr_lite.losses.vicreg",
-            "decorr_lite.losses.covariance",
-        ):
-            assert name in text, name
+        assert [name for name in names if name not in text] == []
         _wait_for_mathjax(page)
-    finally:
-        page.close()
 
 
 @pytest.mark.slow
 def test_the_search_finds_covariance(served, browser):
-    page = _open(browser, f"{served}/search.html?q=covariance")
-    try:
+    with _opened(browser, f"{served}/search.html?q=covariance") as page:
         page.wait_for_selector("#search-results li, ul.search li", timeout=60_000)
-        hits = page.eval_on_selector_all("#search-results li, ul.search li", "els => els.length")
-        assert hits >= 3, hits
-    finally:
-        page.close()
+        assert page.eval_on_selector_all("#search-results li, ul.search li", "els => els.length") >= 3
 
 
 def test_the_citation_file_is_valid_and_names_this_version():
