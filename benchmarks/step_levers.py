@@ -31,15 +31,7 @@ sys.path.insert(0, str(ROOT))
 from decorr_lite import train  # noqa: E402
 from decorr_lite.augment import TwoViews  # noqa: E402
 from decorr_lite.benchmark import alternate, describe_machine, machine_line  # noqa: E402
-from decorr_lite.models import Projector, SmallConvNet, SSLModel, build_model  # noqa: E402
-
-
-def _stride_two_stem(width: int) -> SmallConvNet:
-    """The small encoder with its first convolution at stride 2: every stage at half the resolution."""
-    encoder = SmallConvNet(width)
-    first = encoder.layers[0][0]
-    encoder.layers[0][0] = nn.Conv2d(first.in_channels, first.out_channels, 3, stride=2, padding=1, bias=False)
-    return encoder
+from decorr_lite.models import SmallConvNet, SSLModel, build_model  # noqa: E402
 
 
 def variants(dim: int) -> dict[str, tuple[nn.Module, int, str]]:
@@ -54,7 +46,7 @@ def variants(dim: int) -> dict[str, tuple[nn.Module, int, str]]:
         "projector's hidden width 512": (build_model("small", dim, 512, 16), 256, "exact"),
         'method="fft" instead of exact': (build_model("small", dim, None, 16), 256, "fft"),
         "width 12": (build_model("small", dim, None, 12), 256, "exact"),
-        "the first convolution with stride 2": (SSLModel(_stride_two_stem(16), Projector(128, dim)), 256, "exact"),
+        "the first convolution with stride 2": (build_model("small", dim, None, 16, stem_stride=2), 256, "exact"),
         "the backbone alone (a linear projector)": (SSLModel(SmallConvNet(16), nn.Linear(128, dim)), 256, "exact"),
         "128 pairs a step instead of 256": (build_model("small", dim, None, 16), 128, "exact"),
     }

@@ -90,7 +90,9 @@ def bank_runs() -> dict[str, dict]:
     ``classroom_settings()`` (full mode). The settings the notebooks show (seed 0) come first,
     then each again with every other seed of ``SEEDS`` (``NAME-seed1``, ...)."""
     shown = shown_runs()
-    replicas = {f"{name}-seed{seed}": dict(fields, seed=seed) for seed in SEEDS[1:] for name, fields in shown.items()}
+    replicas = {
+        replica_name(name, seed): dict(fields, seed=seed) for seed in SEEDS[1:] for name, fields in shown.items()
+    }
     return {**shown, **replicas}
 
 
@@ -117,6 +119,11 @@ def shown_runs() -> dict[str, dict]:
     }
 
 
+def replica_name(name: str, seed: int) -> str:
+    """The entry of setting ``name`` trained with ``seed``: ``name`` itself for the notebooks' seed."""
+    return name if seed == SEEDS[0] else f"{name}-seed{seed}"
+
+
 def replica_of(name: str) -> tuple[str, int]:
     """``("vicreg", 1)`` for ``"vicreg-seed1"``; ``(name, SEEDS[0])`` for an entry the notebooks show."""
     match = _REPLICA.fullmatch(name)
@@ -134,7 +141,7 @@ def seed_names(name: str) -> list[str]:
     """The entries of one setting, one per seed: ``["vicreg", "vicreg-seed1", "vicreg-seed2"]``."""
     if name not in shown_runs():
         raise KeyError(f"{name!r} is not a setting the notebooks show; they are: {', '.join(shown_runs())}")
-    return [name] + [f"{name}-seed{seed}" for seed in SEEDS[1:]]
+    return [replica_name(name, seed) for seed in SEEDS]
 
 
 def shown_name(config: TrainConfig) -> str | None:
@@ -252,16 +259,22 @@ def _arrays_digest(raw: bytes) -> str:
 
 
 def _load_with_key(name: str, folder: Path) -> tuple[TrainResult, str, str | None]:
-    """The entry, the key it was stored under and its arrays' file name, read as its json, then
-    the arrays that the json names (checked against the digest in their name). If a rebuild
-    removed those arrays in between, the json is read again (once): it names the new ones."""
+    """The entry, the key it was stored under and its arrays' file name (None for a replica of
+    another seed, which keeps metrics and history only)."""
+    metrics, arrays, file = _read_entry(name, folder)
+    arrays, _ = _split_encoder(arrays)
+    run = TrainResult(metrics["config"], metrics["history"], metrics["final"], arrays, from_cache=True, from_bank=True)
+    return run, metrics["key"], file
+
+
+def _read_entry(name: str, folder: Path) -> tuple[dict, dict[str, np.ndarray], str | None]:
+    """An entry's json, then every array of the file that the json names (checked against the
+    digest in their name; the encoder's too), and that file's name. If a rebuild removed those
+    arrays in between, the json is read again (once): it names the new ones."""
     for attempt in range(2):
         metrics = json.loads((folder / f"{name}.json").read_text())
         if metrics.get("arrays", "") is None:  # a replica of another seed: metrics and history only
-            run = TrainResult(
-                metrics["config"], metrics["history"], metrics["final"], {}, from_cache=True, from_bank=True
-            )
-            return run, metrics["key"], None
+            return metrics, {}, None
         file = _arrays_file(name, metrics)
         try:
             raw = (folder / file).read_bytes()
@@ -275,12 +288,7 @@ def _load_with_key(name: str, folder: Path) -> tuple[TrainResult, str, str | Non
             f"{_arrays_digest(raw)}): the entry is damaged"
         )
     with np.load(io.BytesIO(raw)) as arrays:
-        arrays, _ = _split_encoder(dict(arrays))
-    return (
-        TrainResult(metrics["config"], metrics["history"], metrics["final"], arrays, from_cache=True, from_bank=True),
-        metrics["key"],
-        file,
-    )
+        return metrics, dict(arrays), file
 
 
 def _compact(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -323,9 +331,8 @@ def load_encoder(name: str, folder: Path | None = None, *, with_features: bool =
     folder = folder or bank_dir()
     if not stores_arrays(name):
         raise ValueError(f"{name!r} is a replica of another seed and keeps no encoder; load {replica_of(name)[0]!r}")
-    metrics = json.loads((folder / f"{name}.json").read_text())
-    with np.load(io.BytesIO((folder / _arrays_file(name, metrics)).read_bytes())) as arrays:
-        _, stored = _split_encoder(dict(arrays))
+    metrics, arrays, _ = _read_entry(name, folder)
+    _, stored = _split_encoder(arrays)
     if not stored:
         raise ValueError(f"the bank's entry {name!r} holds no encoder weights; rebuild it: {REBUILD} --only {name}")
     config = metrics["config"]

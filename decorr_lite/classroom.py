@@ -9,9 +9,10 @@ import time
 
 import torch
 
+from ._table import text_table
 from .config import TrainConfig
 from .memory import peak_memory_since, start_peak_memory
-from .models import build_model
+from .models import model_for
 from .record import TrainResult
 from .runs import cached_run
 from .settings import resolve_device, resolve_precision
@@ -94,13 +95,7 @@ def summary_table(runs: dict) -> str:
                 f["verdict"],
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    last = len(rows[0]) - 1
-    lines = [
-        "  ".join(c.ljust(w) if i in (0, last) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows
-    ]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
+    return text_table(rows)
 
 
 def step_cost(config: TrainConfig, steps: int = 4, seed: int = 0) -> dict:
@@ -111,9 +106,7 @@ def step_cost(config: TrainConfig, steps: int = 4, seed: int = 0) -> dict:
     device = torch.device(resolve_device(config.device))
     precision = resolve_precision(config.precision, device.type)
     torch.manual_seed(seed)
-    model, as_input = prepare_model(
-        build_model(config.encoder, config.dim, config.hidden_dim, config.width, config.stem_stride).to(device)
-    )
+    model, as_input = prepare_model(model_for(config).to(device))
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")

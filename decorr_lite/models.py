@@ -105,6 +105,13 @@ class SSLModel(nn.Module):
         return self.projector(self.encoder(x))
 
 
+def model_for(settings) -> SSLModel:
+    """The model a run's settings describe: a ``TrainConfig``, or the ``config`` dict a stored run
+    holds (runs stored before ``stem_stride`` existed have a stride-1 stem)."""
+    get = settings.get if isinstance(settings, dict) else lambda name, default=None: getattr(settings, name, default)
+    return build_model(get("encoder"), get("dim"), get("hidden_dim"), get("width"), get("stem_stride", 1))
+
+
 def build_model(
     encoder: str = "small", dim: int = 1024, hidden_dim: int | None = None, width: int = 32, stem_stride: int = 1
 ) -> SSLModel:

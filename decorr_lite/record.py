@@ -18,7 +18,7 @@ import torch
 from . import diagnostics
 from .config import TrainConfig
 from .data import cifar10
-from .models import build_model
+from .models import model_for
 from .settings import resolve_device, resolve_precision
 
 # Part of every key: bump it when a change changes a run's numbers or the key's layout (the
@@ -70,13 +70,7 @@ class TrainResult:
                 f"{weights} is gone: the run cache replaced this run since it was loaded (the same "
                 "settings trained again, e.g. with retrain=True). Load the run again with cached_run(...)"
             )
-        model = build_model(
-            self.config["encoder"],
-            self.config["dim"],
-            self.config["hidden_dim"],
-            self.config["width"],
-            self.config.get("stem_stride", 1),
-        )
+        model = model_for(self.config)
         model.load_state_dict(torch.load(weights, map_location=map_location, weights_only=True))
         return model.eval()
 

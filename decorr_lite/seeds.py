@@ -22,6 +22,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ._table import text_table
 from .record import TrainResult
 
 
@@ -119,14 +120,7 @@ def seed_table(settings: Mapping[str, Sequence[TrainResult]], keys: Sequence[str
     for label, runs in settings.items():
         cells = [spread(runs, k).format(COLUMNS.get(k, (k, 3))[1]) for k in keys]
         rows.append((label, str(len(runs)), *cells, verdicts(runs)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    last = len(rows[0]) - 1
-    lines = [
-        "  ".join(c.ljust(w) if i in (0, last) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-        for r in rows
-    ]
-    lines.insert(1, "-" * max(map(len, lines)))
-    return "\n".join(lines)
+    return text_table(rows)
 
 
 def verdicts(runs: Sequence[TrainResult]) -> str:

@@ -35,7 +35,7 @@ from .evaluation import (
 from .losses import loss_spec
 from .losses._module import DecorrelationLoss
 from .memory import peak_memory_since, start_peak_memory
-from .models import build_model
+from .models import model_for
 from .record import TrainResult, run_key
 from .settings import autocast, resolve_device, resolve_precision
 
@@ -275,9 +275,7 @@ def _model(config: TrainConfig, device: torch.device, world: int):
     """The model in its memory format, what the training step calls (the model, or its DDP
     wrapper), and the function that lays out its input images."""
     torch.manual_seed(config.seed)
-    model, as_input = prepare_model(
-        build_model(config.encoder, config.dim, config.hidden_dim, config.width, config.stem_stride).to(device)
-    )
+    model, as_input = prepare_model(model_for(config).to(device))
     if world == 1:
         return model, model, as_input
     # Every process starts from the same weights (same seed) and DDP keeps them equal. The loss is
@@ -411,7 +409,7 @@ def _evaluated_encoder(config: TrainConfig, run: TrainResult) -> dict:
 
     device = torch.device(resolve_device(config.device))
     precision = run.final["precision"]
-    model = build_model(config.encoder, config.dim, config.hidden_dim, config.width, config.stem_stride)
+    model = model_for(config)
     model.load_state_dict(run.state_dict)
     train = load_cifar10("train", config.data_root, subset=config.train_subset, seed=config.seed, progress=False)
     test = load_cifar10("test", config.data_root, progress=False)
